@@ -1,0 +1,66 @@
+"""`cogcore <job> [hydra overrides]`: one console command, one Hydra app per job.
+
+Each job's body is a plain function of its composed config (tests call it directly); this module only
+finds the function, lazily so that `core` imports no later stage, and hands it to `hydra.main` with the
+job's own primary config from `cogcore/conf/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# job -> (module, function, one line for `cogcore --help`)
+JOBS = {
+    "world": ("cogcore.core.world", "world", "generate synthetic worlds: corpus and questions"),
+    "index": ("cogcore.retrieval.index", "index", "build the dense + BM25 index of a world or a folder"),
+    "traces": ("cogcore.distill.traces", "traces", "write teacher traces for the questions"),
+    "pipeline": ("cogcore.core.pipeline", "pipeline", "run every stage in order: the demo"),
+}
+
+USAGE = """usage: cogcore <job> [key=value ...] [-m] [--help]
+
+Jobs (each a Hydra app with its own config in cogcore/conf/<job>.yaml):
+{jobs}
+
+Examples:
+  cogcore world world=tiny run_dir=runs/tiny
+  cogcore index docs=~/notes run_dir=runs/notes
+  cogcore traces retriever=bm25
+  cogcore world -m world.seed=1,2 'run_dir=runs/seed${{world.seed}}'
+  cogcore <job> --help       show the job's config, groups and Hydra options
+"""
+
+
+def usage() -> str:
+    width = max(map(len, JOBS))
+    jobs = "\n".join(f"  {name:<{width}}  {line}" for name, (_, _, line) in JOBS.items())
+    return USAGE.format(jobs=jobs)
+
+
+def job_function(name: str):
+    module, function, _ = JOBS[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in JOBS:
+        print(f"cogcore: unknown job {name!r}; choose one of: {', '.join(JOBS)}\n", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        sys.exit(2)
+
+    import hydra
+
+    function = job_function(name)
+    sys.argv = [f"cogcore {name}", *rest]
+    # Hydra's wrapper is built per job so that each one keeps its own primary config.
+    hydra.main(version_base=None, config_path="pkg://cogcore.conf", config_name=name)(function)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Synthetic worlds: entities with typed relations and numbers, rendered to passages and questions.
+
+A world is small (a dozen people, a few cities, organisations and countries) and fully determined by
+(seed, split, index). Training worlds draw names from one pool and held-out worlds from a disjoint one,
+so a held-out world shares no entity with training, while the same name recurs across training worlds
+with different facts: memorising facts stops paying, looking them up does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from cogcore.core.io import atomic_dir, atomic_write_json, read_json, sha256_file, write_jsonl
+
+QUESTION_TYPES = ("lookup", "compose", "compare", "arithmetic", "unanswerable")
+SPLITS = ("train", "heldout")
+
+# ---------------------------------------------------------------------------------------------------
+# Relations: (subject kind, object kind or "number"), passage phrasings and question phrasings.
+# Several phrasings per relation so that retrieval is not an exact-string match with the question.
+RELATIONS = {
+    "born_in": ("person", "city"),
+    "spouse": ("person", "person"),
+    "works_for": ("person", "org"),
+    "birth_year": ("person", "number"),
+    "country": ("city", "country"),
+    "population": ("city", "number"),
+    "headquarters": ("org", "city"),
+    "founded": ("org", "number"),
+    "founder": ("org", "person"),
+}
+
+PASSAGES = {
+    "born_in": [
+        "{s} was born in {o}.",
+        "{s} is a native of the city of {o}.",
+        "The birthplace of {s} is {o}.",
+        "{s} came into the world in {o} and spent a childhood there.",
+    ],
+    "spouse": [
+        "{s} is married to {o}.",
+        "{s} and {o} are husband and wife.",
+        "The spouse of {s} is {o}.",
+        "{s} wed {o} in a small ceremony.",
+    ],
+    "works_for": [
+        "{s} works for {o}.",
+        "{s} is employed by {o}.",
+        "{s} holds a job at {o}.",
+        "The employer of {s} is {o}.",
+    ],
+    "birth_year": [
+        "{s} was born in the year {o}.",
+        "{s} was born in {o}.",
+        "The birth year of {s} is {o}.",
+        "Records give {o} as the year of birth of {s}.",
+    ],
+    "country": [
+        "{s} is a city in {o}.",
+        "{s} lies in the country of {o}.",
+        "The city of {s} is located in {o}.",
+        "{s} belongs to {o}.",
+    ],
+    "population": [
+        "{s} has a population of {o}.",
+        "{o} people live in {s}.",
+        "The population of {s} is {o}.",
+        "A census counted {o} residents in {s}.",
+    ],
+    "headquarters": [
+        "{s} is headquartered in {o}.",
+        "{s} has its head office in {o}.",
+        "The headquarters of {s} are in {o}.",
+        "{s} is based in the city of {o}.",
+    ],
+    "founded": [
+        "{s} was founded in {o}.",
+        "{s} was established in the year {o}.",
+        "The founding year of {s} is {o}.",
+        "{s} opened its doors in {o}.",
+    ],
+    "founder": [
+        "{s} was founded by {o}.",
+        "{o} founded {s}.",
+        "The founder of {s} is {o}.",
+        "{o} started {s}.",
+    ],
+}
+
+LOOKUP_QUESTIONS = {
+    "born_in": ["Where was {s} born?", "In which city was {s} born?", "What is the birthplace of {s}?"],
+    "spouse": ["Who is {s} married to?", "Who is the spouse of {s}?"],
+    "works_for": ["Which organisation does {s} work for?", "Who employs {s}?"],
+    "birth_year": ["In what year was {s} born?", "What is the birth year of {s}?"],
+    "country": ["In which country is {s}?", "Which country is the city of {s} in?"],
+    "population": ["What is the population of {s}?", "How many people live in {s}?"],
+    "headquarters": ["Where is {s} headquartered?", "In which city is {s} based?"],
+    "founded": ["In what year was {s} founded?", "When was {s} established?"],
+    "founder": ["Who founded {s}?", "Who is the founder of {s}?"],
+}
+
+# Compose questions follow a chain of relations from a person or organisation.
+COMPOSE_QUESTIONS = {
+    ("spouse", "born_in"): "Where was the spouse of {s} born?",
+    ("born_in", "country"): "In which country was {s} born?",
+    ("works_for", "headquarters"): "In which city is the employer of {s} headquartered?",
+    ("works_for", "founder"): "Who founded the organisation that {s} works for?",
+    ("born_in", "population"): "What is the population of the city where {s} was born?",
+    ("founder", "birth_year"): "In what year was the founder of {s} born?",
+    ("spouse", "works_for"): "Which organisation does the spouse of {s} work for?",
+    ("spouse", "born_in", "country"): "In which country was the spouse of {s} born?",
+    ("works_for", "headquarters", "country"): "In which country is the employer of {s} headquartered?",
+    ("founder", "born_in", "country"): "In which country was the founder of {s} born?",
+}
+
+# Compare and arithmetic questions over one numeric attribute of two entities of the same kind.
+# For compare, `pick` says whether the answer is the entity with the smaller or the larger number.
+COMPARE_QUESTIONS = {
+    "birth_year": [("Who was born first, {a} or {b}?", "min"), ("Who is younger, {a} or {b}?", "max")],
+    "population": [
+        ("Which city has more people, {a} or {b}?", "max"),
+        ("Which city is smaller by population, {a} or {b}?", "min"),
+    ],
+    "founded": [
+        ("Which organisation was founded earlier, {a} or {b}?", "min"),
+        ("Which organisation is newer, {a} or {b}?", "max"),
+    ],
+}
+ARITHMETIC_QUESTIONS = {
+    "birth_year": "How many years apart were {a} and {b} born?",
+    "population": "What is the difference between the populations of {a} and {b}?",
+    "founded": "How many years apart were {a} and {b} founded?",
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Names: pronounceable, invented (so no real-world knowledge helps), from small pools so that names
+# recur across training worlds. A stable hash puts every name in exactly one of the two splits.
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "th", "st"]
+VOWELS = ["a", "e", "i", "o", "u", "ae", "ia", "ou"]
+CODAS = ["", "", "n", "r", "l", "s", "th", "m", "x"]
+ORG_SUFFIXES = ["Labs", "Mining Company", "Bank", "Press", "Shipping", "Institute", "Foundry", "Airlines"]
+COUNTRY_SUFFIXES = ["ia", "land", "ar", "ovia", "stan"]
+
+
+def _split_of(name: str, heldout_share: float) -> str:
+    bucket = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if bucket < heldout_share else "train"
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    parts = [rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)]
+    return ("".join(parts) + rng.choice(CODAS)).capitalize()
+
+
+def name_pools(seed: int, cfg: DictConfig) -> dict[str, dict[str, list[str]]]:
+    """Pools of names per split and entity kind; the same seed gives the same pools."""
+    rng = random.Random(f"names-{seed}")
+    firsts = sorted({_word(rng, rng.choice([1, 2])) for _ in range(cfg.pool.first_names)})
+    lasts = sorted({_word(rng, 2) for _ in range(cfg.pool.last_names)})
+    roots = sorted({_word(rng, rng.choice([2, 3])) for _ in range(cfg.pool.places)})
+    candidates = {
+        "person": [f"{f} {last}" for f in firsts for last in lasts],
+        "city": roots,
+        "org": [f"{r} {s}" for r in roots for s in ORG_SUFFIXES],
+        "country": [r[:-1] + s if r[-1] in "aeiou" else r + s for r in roots for s in COUNTRY_SUFFIXES],
+    }
+    pools: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    for kind, names in candidates.items():
+        for split in SPLITS:
+            pools[split][kind] = [n for n in names if _split_of(n, cfg.heldout_share) == split]
+    return pools
+
+
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class World:
+    id: str
+    split: str
+    entities: dict[str, list[str]]  # kind -> names
+    facts: dict[tuple[str, str], str | int] = field(default_factory=dict)  # (subject, relation) -> object
+    passages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (subject, relation) -> passage
+
+    def kind_of(self, name: str) -> str:
+        return next(k for k, names in self.entities.items() if name in names)
+
+
+def build_world(world_id: str, split: str, pools: dict[str, list[str]], cfg: DictConfig, seed: int) -> World:
+    rng = random.Random(f"world-{seed}-{world_id}")
+    used: set[str] = set()
+
+    def draw(kind: str, n: int) -> list[str]:
+        names = [x for x in rng.sample(pools[kind], n + len(used)) if x not in used][:n]
+        used.update(names)
+        return names
+
+    sizes = cfg.entities
+    world = World(
+        world_id,
+        split,
+        {
+            "country": draw("country", sizes.countries),
+            "city": draw("city", sizes.cities),
+            "org": draw("org", sizes.orgs),
+            "person": draw("person", sizes.people),
+        },
+    )
+    people, cities, orgs = world.entities["person"], world.entities["city"], world.entities["org"]
+    f = world.facts
+    for city in cities:
+        f[city, "country"] = rng.choice(world.entities["country"])
+        f[city, "population"] = rng.randrange(1_000, 2_000_000)
+    for person in people:
+        f[person, "born_in"] = rng.choice(cities)
+        f[person, "birth_year"] = rng.randrange(1900, 2005)
+        f[person, "works_for"] = rng.choice(orgs)
+    singles = people[:]
+    rng.shuffle(singles)
+    n_married = int(len(people) * cfg.married_share) // 2 * 2
+    for a, b in zip(singles[:n_married:2], singles[1:n_married:2], strict=True):
+        f[a, "spouse"], f[b, "spouse"] = b, a
+    for org in orgs:
+        f[org, "headquarters"] = rng.choice(cities)
+        f[org, "founded"] = rng.randrange(1700, 2020)
+        f[org, "founder"] = rng.choice(people)
+    for (subject, relation), obj in sorted(f.items()):
+        text = rng.choice(PASSAGES[relation]).format(s=subject, o=obj)
+        slug = f"{world.kind_of(subject)[0]}{world.entities[world.kind_of(subject)].index(subject)}"
+        world.passages[subject, relation] = {
+            "id": f"{world_id}-{slug}-{relation}",
+            "world": world_id,
+            "title": subject,
+            "text": text,
+        }
+    return world
+
+
+def _hop(world: World, subject: str, relation: str) -> dict:
+    return {
+        "subject": subject,
+        "relation": relation,
+        "object": world.facts[subject, relation],
+        "passage": world.passages[subject, relation]["id"],
+    }
+
+
+def _answer(value: str | int) -> list[str]:
+    return [str(value)]
+
+
+def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
+    """Return a function type -> question dict (or None when this world cannot make one right now)."""
+    f = world.facts
+
+    def lookup():
+        subject, relation = rng.choice(sorted(f))
+        hop = _hop(world, subject, relation)
+        text = rng.choice(LOOKUP_QUESTIONS[relation]).format(s=subject)
+        return text, _answer(hop["object"]), [hop], {}
+
+    def compose():
+        chain = rng.choice(sorted(COMPOSE_QUESTIONS))
+        first_kind = RELATIONS[chain[0]][0]
+        starts = [s for s in world.entities[first_kind] if (s, chain[0]) in f]
+        subject = rng.choice(starts)
+        hops, current = [], subject
+        for relation in chain:
+            if (current, relation) not in f:
+                return None
+            hops.append(_hop(world, current, relation))
+            current = hops[-1]["object"]
+        return COMPOSE_QUESTIONS[chain].format(s=subject), _answer(current), hops, {"chain": list(chain)}
+
+    def pair(attribute: str):
+        kind = RELATIONS[attribute][0]
+        a, b = rng.sample(world.entities[kind], 2)
+        if f[a, attribute] == f[b, attribute]:
+            return None
+        return a, b, [_hop(world, a, attribute), _hop(world, b, attribute)]
+
+    def compare():
+        attribute = rng.choice(sorted(COMPARE_QUESTIONS))
+        template, pick = rng.choice(COMPARE_QUESTIONS[attribute])
+        made = pair(attribute)
+        if made is None:
+            return None
+        a, b, hops = made
+        chooser = min if pick == "min" else max
+        winner = chooser((a, b), key=lambda x: f[x, attribute])
+        return template.format(a=a, b=b), [winner], hops, {"attribute": attribute, "pick": pick}
+
+    def arithmetic():
+        attribute = rng.choice(sorted(ARITHMETIC_QUESTIONS))
+        made = pair(attribute)
+        if made is None:
+            return None
+        a, b, hops = made
+        diff = abs(f[a, attribute] - f[b, attribute])
+        return ARITHMETIC_QUESTIONS[attribute].format(a=a, b=b), _answer(diff), hops, {"attribute": attribute}
+
+    def unanswerable():
+        # Either an entity this world does not hold, or a relation it does not hold (an unmarried
+        # person's spouse, directly or as the first hop of a chain).
+        unmarried = [p for p in world.entities["person"] if (p, "spouse") not in f]
+        if unmarried and rng.random() < 0.5:
+            subject = rng.choice(unmarried)
+            chain = rng.choice([c for c in sorted(COMPOSE_QUESTIONS) if c[0] == "spouse"] + [("spouse",)])
+            if len(chain) == 1:
+                text = rng.choice(LOOKUP_QUESTIONS["spouse"]).format(s=subject)
+            else:
+                text = COMPOSE_QUESTIONS[chain].format(s=subject)
+            hop = {"subject": subject, "relation": "spouse", "object": None, "passage": None}
+            return text, ["unknown"], [hop], {"missing": "relation"}
+        relation = rng.choice(sorted(r for r, (kind, _) in RELATIONS.items() if kind == "person"))
+        subject = rng.choice(ghosts)
+        text = rng.choice(LOOKUP_QUESTIONS[relation]).format(s=subject)
+        hop = {"subject": subject, "relation": relation, "object": None, "passage": None}
+        return text, ["unknown"], [hop], {"missing": "entity"}
+
+    makers = {
+        "lookup": lookup,
+        "compose": compose,
+        "compare": compare,
+        "arithmetic": arithmetic,
+        "unanswerable": unanswerable,
+    }
+    return makers
+
+
+def make_questions(world: World, counts: dict[str, int], ghosts: list[str], seed: int) -> list[dict]:
+    """`counts[type]` distinct questions of each type; the gold passages of each hold its answer."""
+    rng = random.Random(f"questions-{seed}-{world.id}")
+    makers = _question_maker(world, rng, ghosts)
+    questions, seen = [], set()
+    for qtype in QUESTION_TYPES:
+        made, attempts = 0, 0
+        while made < counts.get(qtype, 0) and attempts < 200 * max(1, counts[qtype]):
+            attempts += 1
+            result = makers[qtype]()
+            if result is None or result[0] in seen:
+                continue
+            text, answers, hops, extra = result
+            seen.add(text)
+            questions.append(
+                {
+                    "id": f"{world.id}-q{len(questions):03d}",
+                    "world": world.id,
+                    "split": world.split,
+                    "type": qtype,
+                    "question": text,
+                    "answers": answers,
+                    "gold_passages": [h["passage"] for h in hops if h["passage"]],
+                    "hops": hops,
+                    **extra,
+                }
+            )
+            made += 1
+    return questions
+
+
+def generate(cfg: DictConfig) -> tuple[list[World], dict[str, list[dict]]]:
+    """All worlds of both splits and their questions, from `cfg` (a `world` config group node)."""
+    pools = name_pools(cfg.seed, cfg)
+    worlds, questions = [], {split: [] for split in SPLITS}
+    n_worlds = {"train": cfg.train_worlds, "heldout": cfg.heldout_worlds}
+    counts = {"train": dict(cfg.questions.train), "heldout": dict(cfg.questions.heldout)}
+    total = sum(n_worlds.values())
+    with tqdm(total=total, desc="worlds", unit="world", disable=total < 20) as bar:
+        for split in SPLITS:
+            for i in range(n_worlds[split]):
+                world = build_world(f"{split}-{i:03d}", split, pools[split], cfg, cfg.seed)
+                held = {n for names in world.entities.values() for n in names}
+                ghosts = [n for n in pools[split]["person"][: 4 * cfg.entities.people + 50] if n not in held]
+                worlds.append(world)
+                questions[split] += make_questions(world, counts[split], ghosts, cfg.seed)
+                bar.update()
+    return worlds, questions
+
+
+def write_world(cfg: DictConfig, out_dir: str | Path) -> Path:
+    """Write corpus.jsonl, questions/{train,heldout}.jsonl and manifest.json atomically."""
+    worlds, questions = generate(cfg)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        corpus = [p for w in worlds for p in w.passages.values()]
+        write_jsonl(tmp / "corpus.jsonl", corpus)
+        for split in SPLITS:
+            write_jsonl(tmp / "questions" / f"{split}.jsonl", questions[split])
+        by_type = {
+            split: {t: sum(q["type"] == t for q in questions[split]) for t in QUESTION_TYPES}
+            for split in SPLITS
+        }
+        atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "worlds": {split: [w.id for w in worlds if w.split == split] for split in SPLITS},
+                "passages": len(corpus),
+                "questions": by_type,
+                "corpus_sha256": sha256_file(tmp / "corpus.jsonl"),
+            },
+        )
+    return out_dir
+
+
+def world(cfg: DictConfig) -> Path:
+    """`cogcore world`: write `<run_dir>/world/` (skipped when it already holds this config's worlds)."""
+    out = Path(cfg.run_dir) / "world"
+    manifest = out / "manifest.json"
+    if not cfg.force and manifest.exists():
+        if read_json(manifest)["config"] == OmegaConf.to_container(cfg.world, resolve=True):
+            print(f"world: {out} is up to date")
+            return out
+    write_world(cfg.world, out)
+    print(f"world: wrote {out}")
+    return out

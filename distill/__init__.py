@@ -1,0 +1,1 @@
+"""Teachers, trace generation and filtering, and (later) the student trainer."""

@@ -1,0 +1,1 @@
+"""Teachers write traces: the oracle for synthetic worlds (real model teachers come later)."""

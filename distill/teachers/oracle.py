@@ -1,0 +1,188 @@
+"""The oracle teacher: the ideal trace for a synthetic-world question.
+
+It knows the chain of facts behind the question (`hops`) but states a fact only once a real search has
+returned the passage that holds it, so every fact in its traces comes from retrieval. When a search
+misses that passage, it says so and reformulates the query; if every phrasing misses, the question is
+rejected rather than answered from the oracle's own knowledge.
+
+`oracle_trace` is a generator: it yields `(query, k)` searches and receives their ranked passages, and
+returns the finished trace. The driver in `distill/traces.py` runs many of them at once and batches
+their searches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from cogcore.core.tools import ANSWER_PREFIX, SYSTEM_PROMPT, UNKNOWN, render_results, search_call
+
+# Query phrasings per relation: the first is tried first, the rest are reformulations.
+QUERIES = {
+    "born_in": ["{s} birthplace", "where was {s} born", "{s} native city"],
+    "spouse": ["{s} spouse", "who is {s} married to", "{s} husband or wife"],
+    "works_for": ["{s} employer", "where does {s} work", "{s} employed by"],
+    "birth_year": ["{s} birth year", "year {s} was born", "{s} year of birth"],
+    "country": ["{s} country", "which country is {s} in", "{s} located in country"],
+    "population": ["{s} population", "how many people live in {s}", "{s} residents"],
+    "headquarters": ["{s} headquarters", "where is {s} based", "{s} head office"],
+    "founded": ["{s} founding year", "when was {s} established", "{s} founded in year"],
+    "founder": ["{s} founder", "who founded {s}", "{s} started by"],
+}
+
+# How a found fact is stated in the reasoning.
+FACT = {
+    "born_in": "{s} was born in {o}",
+    "spouse": "{s} is married to {o}",
+    "works_for": "{s} works for {o}",
+    "birth_year": "{s} was born in {o}",
+    "country": "{s} is in {o}",
+    "population": "{s} has a population of {o}",
+    "headquarters": "{s} is headquartered in {o}",
+    "founded": "{s} was founded in {o}",
+    "founder": "{s} was founded by {o}",
+}
+
+# What the reasoning says it is looking for.
+NEED = {
+    "born_in": "the birthplace of {s}",
+    "spouse": "the spouse of {s}",
+    "works_for": "the employer of {s}",
+    "birth_year": "the birth year of {s}",
+    "country": "the country of {s}",
+    "population": "the population of {s}",
+    "headquarters": "the headquarters of {s}",
+    "founded": "the founding year of {s}",
+    "founder": "the founder of {s}",
+}
+
+# The conclusion of a comparison, by (attribute, whether the smaller or the larger number wins).
+CONCLUSION = {
+    ("birth_year", "min"): "{w} was born first",
+    ("birth_year", "max"): "{w} is younger",
+    ("population", "min"): "{w} is smaller",
+    ("population", "max"): "{w} has more people",
+    ("founded", "min"): "{w} was founded earlier",
+    ("founded", "max"): "{w} is newer",
+}
+
+
+class Rejected(Exception):
+    """The oracle could not write a trace whose facts all come from retrieval. `reason` is a short code
+    for counting, `detail` says what happened, `messages` is the trace so far."""
+
+    def __init__(self, reason: str, detail: str, messages: list[dict]):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.messages = reason, detail, messages
+
+
+Searches = Generator[tuple[str, int], list[dict], dict]
+
+
+def oracle_trace(question: dict, k: int, reformulations: int, system_prompt: str | None = None) -> Searches:
+    messages: list[dict] = [
+        {"role": "system", "content": system_prompt or SYSTEM_PROMPT},
+        {"role": "user", "content": question["question"]},
+    ]
+    calls = 0
+    carried: list[str] = []  # reasoning sentences waiting for the next assistant turn
+
+    def say(text: str) -> None:
+        carried.append(text)
+
+    def search(query: str):
+        """Issue one search as an assistant turn carrying the pending reasoning; return the passages."""
+        nonlocal calls
+        call_id = f"call_{calls}"
+        calls += 1
+        messages.append(
+            {
+                "role": "assistant",
+                "content": " ".join(carried),
+                "tool_calls": [search_call(call_id, query, k)],
+            }
+        )
+        carried.clear()
+        passages = yield query, k
+        messages.append(
+            {"role": "tool", "tool_call_id": call_id, "name": "search", "content": render_results(passages)}
+        )
+        return passages
+
+    def look_up(hop: dict):
+        """Search for one fact, reformulating on a miss. Returns the cited fact sentence, or None when
+        no phrasing retrieved it (for an unanswerable hop, that is the expected outcome)."""
+        phrasings = QUERIES[hop["relation"]][: 1 + reformulations]
+        need = NEED[hop["relation"]].format(s=hop["subject"])
+        for attempt, template in enumerate(phrasings):
+            if attempt:
+                say(f"The results do not give {need}. Let me rephrase.")
+            passages = yield from search(template.format(s=hop["subject"]))
+            if hop["passage"] is not None and any(p["id"] == hop["passage"] for p in passages):
+                fact = FACT[hop["relation"]].format(s=hop["subject"], o=hop["object"])
+                return f"{fact} [{hop['passage']}]."
+        return None
+
+    def finish(reasoning: str, answer: str) -> dict:
+        say(reasoning)
+        messages.append({"role": "assistant", "content": " ".join(carried) + f"\n{ANSWER_PREFIX} {answer}"})
+        metadata = {
+            "question": question["question"],
+            "type": question["type"],
+            "answers": question["answers"],
+            "teacher": "oracle",
+            "world": question["world"],
+            "split": question["split"],
+            "gold_passages": question["gold_passages"],
+        }
+        return {"id": question["id"], "messages": messages, "metadata": metadata}
+
+    def missed(hop: dict) -> Rejected:
+        return Rejected(
+            "gold_not_retrieved",
+            f"passage {hop['passage']} with {NEED[hop['relation']].format(s=hop['subject'])} was not "
+            f"retrieved by any of {1 + reformulations} queries (k={k})",
+            messages,
+        )
+
+    qtype, hops = question["type"], question["hops"]
+    if qtype == "unanswerable":
+        hop = hops[0]
+        need = NEED[hop["relation"]].format(s=hop["subject"])
+        say(f"I need {need}.")
+        fact = yield from look_up(hop)
+        if fact is not None:  # cannot happen with world-made questions, which hold no such passage
+            raise Rejected("answer_found", f"unanswerable, but a search found {hop['passage']}", messages)
+        return finish(f"No passage gives {need}, so I cannot answer.", UNKNOWN)
+
+    if qtype in ("lookup", "compose"):
+        say(f"I need {NEED[hops[0]['relation']].format(s=hops[0]['subject'])}.")
+        for i, hop in enumerate(hops):
+            fact = yield from look_up(hop)
+            if fact is None:
+                raise missed(hop)
+            if i + 1 < len(hops):
+                nxt = hops[i + 1]
+                say(f"{fact} Next I need {NEED[nxt['relation']].format(s=nxt['subject'])}.")
+        return finish(fact, str(hops[-1]["object"]))
+
+    if qtype in ("compare", "arithmetic"):
+        a, b = hops
+        attribute = a["relation"]
+        say(f"I need {NEED[attribute].format(s=a['subject'])} and {NEED[attribute].format(s=b['subject'])}.")
+        fact_a = yield from look_up(a)
+        if fact_a is None:
+            raise missed(a)
+        say(fact_a)
+        fact_b = yield from look_up(b)
+        if fact_b is None:
+            raise missed(b)
+        x, y = a["object"], b["object"]
+        if qtype == "arithmetic":
+            big, small = max(x, y), min(x, y)
+            return finish(f"{fact_b} {big} - {small} = {big - small}.", str(big - small))
+        winner = question["answers"][0]
+        conclusion = CONCLUSION[attribute, question["pick"]].format(w=winner)
+        relation = "less than" if x < y else "greater than"
+        return finish(f"{fact_b} {x} is {relation} {y}, so {conclusion}.", winner)
+
+    raise Rejected("no_plan", f"the oracle has no plan for question type {qtype!r}", messages)

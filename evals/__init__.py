@@ -1,0 +1,1 @@
+"""Suites, scoring, runners and the leaderboard."""

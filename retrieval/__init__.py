@@ -1,0 +1,1 @@
+"""Documents, embedders, dense and lexical indexes, and the one Retriever every stage shares."""

@@ -1,0 +1,111 @@
+import re
+from collections import defaultdict
+
+from conftest import SMALL_WORLD, make_cfg
+
+from cogcore.core.io import read_jsonl
+from cogcore.core.world import PASSAGES, QUESTION_TYPES, generate
+
+
+def world_cfg(*overrides):
+    return make_cfg("world", "unused", *SMALL_WORLD, *overrides).world
+
+
+def as_records(worlds, questions):
+    return [p for w in worlds for p in w.passages.values()], questions
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    assert as_records(*generate(world_cfg())) == as_records(*generate(world_cfg()))
+    assert as_records(*generate(world_cfg())) != as_records(*generate(world_cfg("world.seed=1")))
+
+
+def test_every_type_in_the_configured_numbers():
+    cfg = world_cfg()
+    worlds, questions = generate(cfg)
+    for split, n_worlds in (("train", cfg.train_worlds), ("heldout", cfg.heldout_worlds)):
+        for qtype in QUESTION_TYPES:
+            made = [q for q in questions[split] if q["type"] == qtype]
+            assert len(made) == n_worlds * cfg.questions[split][qtype], (split, qtype)
+    ids = [q["id"] for qs in questions.values() for q in qs]
+    assert len(ids) == len(set(ids))
+
+
+def numbers_in(text):
+    return [int(n) for n in re.findall(r"\d+", text)]
+
+
+def test_gold_passages_hold_the_answer():
+    worlds, questions = generate(world_cfg())
+    corpus = {p["id"]: p for w in worlds for p in w.passages.values()}
+    by_world = defaultdict(list)
+    for p in corpus.values():
+        by_world[p["world"]].append(p["text"])
+    for q in questions["train"] + questions["heldout"]:
+        gold = [corpus[g]["text"] for g in q["gold_passages"]]
+        if q["type"] != "unanswerable":
+            for hop, text in zip(q["hops"], gold, strict=True):
+                assert hop["subject"] in text and str(hop["object"]) in text, q
+        answer = q["answers"][0]
+        if q["type"] in ("lookup", "compose"):
+            assert answer in gold[-1]
+        elif q["type"] == "compare":
+            (a, ya), (b, yb) = [(h["subject"], numbers_in(t)[-1]) for h, t in zip(q["hops"], gold, strict=True)]
+            expected = (a if ya < yb else b) if q["pick"] == "min" else (a if ya > yb else b)
+            assert answer == expected, q
+        elif q["type"] == "arithmetic":
+            x, y = (numbers_in(t)[-1] for t in gold)
+            assert answer == str(abs(x - y)), q
+        else:
+            assert answer == "unknown" and gold == []
+            hop = q["hops"][0]
+            texts = by_world[q["world"]]
+            if q["missing"] == "entity":  # no passage of the world mentions the entity at all
+                assert not any(hop["subject"] in t for t in texts), q
+            else:  # the entity exists but no passage states the relation
+                assert any(hop["subject"] in t for t in texts)
+                assert not any(
+                    hop["subject"] in t and ("married" in t or "spouse" in t or "wed " in t or "husband" in t)
+                    for t in texts
+                ), q
+
+
+def test_heldout_shares_no_entity_with_training_but_training_names_recur():
+    worlds, _ = generate(world_cfg("world.train_worlds=40"))
+    names = {split: defaultdict(set) for split in ("train", "heldout")}
+    for w in worlds:
+        for kind_names in w.entities.values():
+            for name in kind_names:
+                names[w.split][name].add(w.id)
+    assert not set(names["train"]) & set(names["heldout"])
+    recurring = [n for n, ids in names["train"].items() if len(ids) > 1]
+    assert recurring
+    # A recurring name carries different facts in different worlds.
+    facts = defaultdict(set)
+    for w in worlds:
+        for (subject, relation), obj in w.facts.items():
+            if subject in recurring:
+                facts[subject, relation].add(obj)
+    assert any(len(objs) > 1 for objs in facts.values())
+
+
+def test_several_phrasings_per_relation():
+    worlds, _ = generate(world_cfg())
+    used = defaultdict(set)
+    for w in worlds:
+        for (subject, relation), passage in w.passages.items():
+            obj = w.facts[subject, relation]
+            used[relation].add(passage["text"].replace(subject, "{s}").replace(str(obj), "{o}"))
+    for relation, phrasings in used.items():
+        assert len(phrasings & set(PASSAGES[relation])) >= 2, relation
+
+
+def test_world_job_writes_the_artifact(tmp_path):
+    from cogcore.core.world import world
+
+    out = world(make_cfg("world", tmp_path, *SMALL_WORLD))
+    assert (out / "manifest.json").exists()
+    corpus = read_jsonl(out / "corpus.jsonl")
+    heldout = read_jsonl(out / "questions" / "heldout.jsonl")
+    assert {p["world"] for p in corpus} >= {q["world"] for q in heldout}
+    assert all(g in {p["id"] for p in corpus} for q in heldout for g in q["gold_passages"])
