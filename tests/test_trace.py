@@ -12,11 +12,25 @@ GOOD = {
     "messages": [
         {"role": "system", "content": "Use search."},
         {"role": "user", "content": "Where was Ana born?"},
-        {"role": "assistant", "content": "I need her birthplace.", "tool_calls": [search_call("c0", "Ana born", 3)]},
-        {"role": "tool", "tool_call_id": "c0", "name": "search", "content": "[p1] Ana: Ana was born in Kelvar."},
+        {
+            "role": "assistant",
+            "content": "I need her birthplace.",
+            "tool_calls": [search_call("c0", "Ana born", 3)],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "c0",
+            "name": "search",
+            "content": "[p1] Ana: Ana was born in Kelvar.",
+        },
         {"role": "assistant", "content": "Ana was born in Kelvar [p1].\nAnswer: Kelvar"},
     ],
-    "metadata": {"question": "Where was Ana born?", "type": "lookup", "answers": ["Kelvar"], "teacher": "oracle"},
+    "metadata": {
+        "question": "Where was Ana born?",
+        "type": "lookup",
+        "answers": ["Kelvar"],
+        "teacher": "oracle",
+    },
 }
 
 
@@ -34,7 +48,8 @@ def test_errors_name_the_field():
     def bad_args(t):
         t["messages"][2]["tool_calls"][0]["function"]["arguments"] = "{oops"
 
-    assert broken(bad_args) == ["messages[2].tool_calls[0].function: search arguments are not valid JSON (Expecting property name enclosed in double quotes)"]
+    (error,) = broken(bad_args)
+    assert error.startswith("messages[2].tool_calls[0].function: search arguments are not valid JSON")
     assert broken(lambda t: t["metadata"].pop("answers")) == ["metadata: 'answers' is a required property"]
     assert broken(lambda t: t["messages"][1].update(role="robot"))[0].startswith("messages[1].role:")
     errors = broken(lambda t: t["messages"][3].update(tool_call_id="c9"))

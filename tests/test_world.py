@@ -50,7 +50,9 @@ def test_gold_passages_hold_the_answer():
         if q["type"] in ("lookup", "compose"):
             assert answer in gold[-1]
         elif q["type"] == "compare":
-            (a, ya), (b, yb) = [(h["subject"], numbers_in(t)[-1]) for h, t in zip(q["hops"], gold, strict=True)]
+            (a, ya), (b, yb) = [
+                (h["subject"], numbers_in(t)[-1]) for h, t in zip(q["hops"], gold, strict=True)
+            ]
             expected = (a if ya < yb else b) if q["pick"] == "min" else (a if ya > yb else b)
             assert answer == expected, q
         elif q["type"] == "arithmetic":
