@@ -15,6 +15,7 @@ JOBS = {
     "world": ("cogcore.core.world", "world", "generate synthetic worlds: corpus and questions"),
     "index": ("cogcore.retrieval.index", "index", "build the dense + BM25 index of a world or a folder"),
     "traces": ("cogcore.distill.traces", "traces", "write teacher traces for the questions"),
+    "distill": ("cogcore.distill.train", "distill", "train the student on the traces (accelerate)"),
     "pipeline": ("cogcore.core.pipeline", "pipeline", "run every stage in order: the demo"),
 }
 

@@ -1,0 +1,247 @@
+"""The tool-loop engine: batched generation that stops at a `search` call, runs it, injects the rendered
+result as forced tokens and continues from the KV cache without re-encoding the prefix.
+
+Every row advances exactly one token per step: the next of its forced tokens (a tool turn and the next
+assistant header) if it has any, else a sampled one. So rows at different steps of their own
+conversations share one batch and one cache, and `sampled` records which tokens the model chose. A turn
+ends at an end-of-turn token; if it holds a tool call, the call runs and the tool turn is injected,
+otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
+a crash, and a bound on calls per answer keeps a looping model finite.
+
+What comes back is, per row, the conversation as trace messages (the trace contract of core/trace.py)
+plus counts; the callers (evals, the assistant, HF teachers) add the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from cogcore.core.chat import CALL, END_CALL
+from cogcore.core.tools import SEARCH, SEARCH_TOOL, ToolCallError, parse_search_call, render_results
+
+# search(row, query, k) -> ranked passages; the row index lets each row search its own collection.
+SearchFn = Callable[[int, str, int], list[dict]]
+
+CALL_LIMIT = "Tool call limit reached: answer with what you have."
+_CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 512  # per row, sampled and forced together
+    max_tool_calls: int = 6  # per answer
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: no top-k filter
+    top_p: float = 1.0
+    seed: int = 0
+    k: int = 3  # passages per search when the model's call names no k
+
+
+@dataclass
+class Row:
+    messages: list[dict]
+    cached: list[int]  # every token in the KV cache for this row, prompt included
+    prompt: int = 0  # how many of them are the prompt
+    forced: deque = field(default_factory=deque)
+    turn: list[int] = field(default_factory=list)  # sampled tokens of the current assistant turn
+    sampled: list[bool] = field(default_factory=list)  # per generated token: sampled (True) or forced
+    calls: int = 0
+    done: bool = False
+    stop: str = ""  # answer | max_new_tokens | max_tool_calls | context
+
+
+def parse_turn(text: str) -> tuple[str, list[dict]]:
+    """Split a generated assistant turn of cogcore's chat format into its text and its tool calls."""
+    calls = [
+        {"id": "", "type": "function", "function": {"name": SEARCH, "arguments": m.group(1).strip()}}
+        for m in _CALL_RE.finditer(text)
+    ]
+    content = _CALL_RE.sub("", text)
+    if CALL in content:  # an opened call the model never closed: still a (malformed) call
+        content, _, rest = content.partition(CALL)
+        calls.append({"id": "", "type": "function", "function": {"name": SEARCH, "arguments": rest.strip()}})
+    return content.strip(), calls
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict], prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
+
+
+class Engine:
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, tools: list[dict] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tools = tools if tools is not None else [SEARCH_TOOL]
+        self.end_ids = {tokenizer.eos_token_id}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.no_grad()
+    def generate(
+        self, conversations: list[list[dict]], search: SearchFn, cfg: GenerationConfig
+    ) -> list[dict]:
+        """Answer each conversation (messages ending with a user turn); return, per row, {"messages",
+        "tokens" (prompt and generated ids), "prompt_tokens", "sampled" (per generated token: chosen by the
+        model, or forced), "tool_calls", "stop" (answer | max_new_tokens | max_tool_calls | context)}."""
+        rows = []
+        for messages in conversations:
+            ids = self.encode(_render(self.tokenizer, messages, self.tools, prompt=True))
+            rows.append(Row([dict(m) for m in messages], ids, len(ids)))
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+        # Prefill: left-pad the prompts so that every row's next token sits in the last column.
+        width = max(len(r.cached) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r.cached) :] = torch.tensor(r.cached)
+            attention[i, width - len(r.cached) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1, :].float().cpu()
+
+        while not all(r.done for r in rows):
+            step = torch.full((len(rows), 1), self.pad_id, dtype=torch.long)
+            live = torch.zeros((len(rows), 1), dtype=torch.long)
+            choices = self._sample(logits, cfg, generator)
+            for i, r in enumerate(rows):
+                if r.done:
+                    continue
+                forced = bool(r.forced)
+                token = r.forced.popleft() if forced else int(choices[i])
+                step[i, 0], live[i, 0] = token, 1
+                r.cached.append(token)
+                r.sampled.append(not forced)
+                if not forced:
+                    r.turn.append(token)
+                    if token in self.end_ids:
+                        self._end_turn(i, r, search, cfg)
+                if not r.done and len(r.sampled) >= cfg.max_new_tokens:
+                    self._finish(r, "max_new_tokens")
+                if not r.done and len(r.cached) + len(r.forced) >= self.context:
+                    self._finish(r, "context")
+            if all(r.done for r in rows):
+                break
+            attention = torch.cat([attention, live], dim=1)
+            positions = torch.tensor([[len(r.cached) - 1] for r in rows])
+            out = self.model(
+                input_ids=step.to(device),
+                attention_mask=attention.to(device),
+                position_ids=positions.to(device),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :].float().cpu()
+        return [
+            {
+                "messages": r.messages,
+                "tokens": r.cached,
+                "prompt_tokens": r.prompt,
+                "sampled": r.sampled,
+                "tool_calls": r.calls,
+                "stop": r.stop,
+            }
+            for r in rows
+        ]
+
+    def _sample(
+        self, logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator
+    ) -> torch.Tensor:
+        if cfg.temperature <= 0:
+            return logits.argmax(-1)
+        logits = logits / cfg.temperature
+        if cfg.top_k > 0:
+            kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if cfg.top_p < 1.0:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            drop = cumulative - ordered.softmax(-1) > cfg.top_p  # keep the smallest set reaching top_p
+            logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+    def _end_turn(self, i: int, r: Row, search: SearchFn, cfg: GenerationConfig) -> None:
+        """The row's assistant turn just ended: record it, and either run its calls or finish."""
+        text = self.tokenizer.decode(r.turn[:-1], skip_special_tokens=False)
+        r.turn = []
+        content, calls = parse_turn(text)
+        if not calls:
+            r.messages.append({"role": "assistant", "content": content})
+            r.stop = "answer"
+            r.done = True
+            return
+        if r.calls >= cfg.max_tool_calls:
+            if r.messages[-1].get("content") == CALL_LIMIT:  # told once already and still calling
+                r.messages.append({"role": "assistant", "content": content})
+                self._finish(r, "max_tool_calls")
+                return
+            calls = calls[:1]
+        turn = self._assistant(r, content, calls)
+        before = _render(self.tokenizer, r.messages + [turn], self.tools, False)
+        r.messages.append(turn)
+        for call in turn["tool_calls"]:
+            r.messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call["id"],
+                    "name": SEARCH,
+                    "content": self._run(i, r, call, search, cfg),
+                }
+            )
+        after = _render(self.tokenizer, r.messages, self.tools, True)
+        if not after.startswith(before):
+            raise ValueError(
+                "the chat template does not render a conversation as a prefix of its continuation"
+            )
+        r.forced.extend(self.encode(after[len(before) :]))
+
+    def _assistant(self, r: Row, content: str, calls: list[dict]) -> dict:
+        numbered = [{**call, "id": f"call_{r.calls + j}"} for j, call in enumerate(calls)]
+        return {"role": "assistant", "content": content, "tool_calls": numbered}
+
+    def _run(self, i: int, r: Row, call: dict, search: SearchFn, cfg: GenerationConfig) -> str:
+        r.calls += 1
+        if r.calls > cfg.max_tool_calls:
+            return CALL_LIMIT
+        try:
+            query, k = parse_search_call(_with_default_k(call, cfg.k))
+        except ToolCallError as e:
+            return f"Error: {e}."
+        return render_results(search(i, query, k))
+
+    def _finish(self, r: Row, why: str) -> None:
+        """Stop a row early; what it had written of its current turn is kept as an assistant turn."""
+        if r.turn:
+            text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
+            r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
+        r.done, r.stop, r.forced, r.turn = True, why, deque(), []
+
+
+def _with_default_k(call: dict, k: int) -> dict:
+    """A call that names no k gets the engine's default, so the tool's own default never surprises."""
+    try:
+        args = json.loads(call["function"]["arguments"])
+    except json.JSONDecodeError:
+        return call
+    if isinstance(args, dict) and "k" not in args:
+        args["k"] = k
+        return {**call, "function": {**call["function"], "arguments": json.dumps(args)}}
+    return call

@@ -1,0 +1,370 @@
+"""`cogcore distill`: train a student on the teacher's traces, on one CPU or many GPUs through accelerate.
+
+    cogcore distill student=tiny                                   # this machine
+    accelerate launch --num_processes 8 -m cogcore.core.cli distill student=llama_1b   # DDP/FSDP/DeepSpeed
+    torchrun --nproc_per_node 2 -m cogcore.core.cli distill         # 2 CPU processes (gloo)
+
+The data order is a pure function of (seed, step): step s takes global batch s of a per-epoch
+permutation of the packed rows, and each process takes its contiguous share of that batch. The loss of a
+step is normalised by the trained tokens of the whole global batch, so 1 process and N processes with
+the same global batch compute the same gradient. A checkpoint (model, optimizer, scheduler, RNG states
+and the step, which is the data position) is written under a temporary name and renamed; after a kill at
+any moment the job resumes from the last one and continues exactly.
+
+Outputs in `<run_dir>/student/`: the final HF checkpoint (safetensors, config, tokenizer with chat
+template), `manifest.json` (written last), `metrics.jsonl`, `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from transformers import get_scheduler
+
+from cogcore.core.io import DataError, atomic_write_json, read_json, read_jsonl
+from cogcore.core.tools import SEARCH_TOOL
+from cogcore.core.trace import read_traces
+from cogcore.distill.data import PackedRows, pack_traces
+from cogcore.distill.losses import distill_loss
+from cogcore.distill.student import build_student, count_parameters, load_tokenizer
+
+TOOLS = [SEARCH_TOOL]
+
+
+def split_traces(traces: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A fixed share of traces held out for the periodic held-out loss, chosen by a seeded shuffle."""
+    order = sorted(traces, key=lambda t: t["id"])
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(len(order) * share)) if share > 0 else 0
+    return order[n_val:], order[:n_val]
+
+
+def batch_rows(step: int, n_rows: int, global_batch: int, seed: int) -> list[int]:
+    """Row indices of global batch `step`: a fresh permutation per epoch, the last partial batch dropped."""
+    per_epoch = n_rows // global_batch
+    epoch, index = divmod(step, per_epoch)
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[index * global_batch : (index + 1) * global_batch].tolist()
+
+
+def precision(dcfg: DictConfig) -> str:
+    if dcfg.precision != "auto":
+        return dcfg.precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def optimizer_for(model: torch.nn.Module, dcfg: DictConfig) -> torch.optim.Optimizer:
+    # Decay matrices only: norms and biases keep their scale (the usual GPT/Llama recipe).
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": dcfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    fused = torch.cuda.is_available() and next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=dcfg.lr, betas=tuple(dcfg.betas), eps=1e-8, fused=fused or None)
+
+
+def scheduler_for(optimizer, dcfg: DictConfig, total_steps: int):
+    if dcfg.schedule == "cosine":
+        return get_scheduler(
+            "cosine_with_min_lr",
+            optimizer,
+            num_warmup_steps=dcfg.warmup_steps,
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs={"min_lr_rate": dcfg.min_lr_ratio},
+        )
+    if dcfg.schedule == "wsd":
+        decay = int(total_steps * dcfg.decay_ratio)
+        return get_scheduler(
+            "warmup_stable_decay",
+            optimizer,
+            num_warmup_steps=dcfg.warmup_steps,
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs={
+                "num_decay_steps": decay,
+                "num_stable_steps": total_steps - dcfg.warmup_steps - decay,
+                "min_lr_ratio": dcfg.min_lr_ratio,
+            },
+        )
+    raise DataError(f"distill.schedule={dcfg.schedule!r}: choose cosine or wsd")
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a `.tmp-*` folder is a save that never finished)."""
+    return sorted(p for p in folder.glob("step-*") if (p / "trainer_state.json").exists())
+
+
+def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, state: dict, keep: int) -> None:
+    tmp, final = folder / f".tmp-step-{step:08d}", folder / f"step-{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # model, optimizer, scheduler, RNG states (one file per process)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(tmp / "trainer_state.json", state)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoints(folder)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+class Metrics:
+    """metrics.jsonl (and TensorBoard when installed), written by the main process only. On resume the
+    records after the checkpoint's step are cut, so no step is ever logged twice."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.path, self.enabled, self.writer = path, enabled, None
+        if not enabled:
+            return
+        kept = [r for r in read_jsonl(path) if r["step"] <= resume_step] if path.exists() else []
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            pass
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.writer:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+
+def load_teacher(dcfg: DictConfig, student_vocab: int, accelerator: Accelerator):
+    if dcfg.kd.teacher is None:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(dcfg.kd.teacher, torch_dtype=torch.float32)
+    if teacher.config.vocab_size != student_vocab:
+        raise DataError(
+            f"distill.kd.teacher={dcfg.kd.teacher}: vocabulary of {teacher.config.vocab_size} tokens, but "
+            f"the student has {student_vocab}; a logit-distillation teacher must share the student's tokenizer"
+        )
+    return accelerator.prepare_model(teacher.eval(), evaluation_mode=True)
+
+
+def packed_forward(model, batch: dict) -> torch.Tensor:
+    """Logits of packed rows. No attention mask and no cache: transformers then reads the packed traces
+    off position_ids restarting at 0 and builds a block-diagonal causal mask, so attention never crosses
+    from one trace into the next. (With a cache, even an empty one, it does not, and traces leak.)"""
+    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+
+
+def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over trained tokens of the loss, and their count: logits[:, t] predicts input_ids[:, t + 1]."""
+    logits = packed_forward(model, batch)
+    mask = batch["loss_mask"][:, 1:]
+    teacher_logits = None
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_logits = packed_forward(teacher, batch)
+        teacher_logits = teacher_logits[:, :-1]
+    losses = distill_loss(
+        logits[:, :-1],
+        batch["input_ids"][:, 1:],
+        mask,
+        teacher_logits=teacher_logits,
+        kind=dcfg.kd.kind,
+        beta=dcfg.kd.beta,
+        temperature=dcfg.kd.temperature,
+        alpha=dcfg.kd.alpha,
+    )
+    tokens = mask.sum()
+    return losses["loss"] * tokens, tokens
+
+
+@torch.no_grad()
+def heldout_loss(model, rows: PackedRows, micro_batch: int, accelerator: Accelerator) -> float:
+    model.eval()
+    total = count = 0.0
+    mine = list(range(accelerator.process_index, len(rows), accelerator.num_processes))
+    for start in range(0, len(mine), micro_batch):
+        batch = _batch(rows, mine[start : start + micro_batch], accelerator.device)
+        logits = packed_forward(model, batch)
+        losses = distill_loss(logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:])
+        tokens = batch["loss_mask"][:, 1:].sum()
+        total += float(losses["loss"] * tokens)
+        count += float(tokens)
+    model.train()
+    sums = accelerator.reduce(torch.tensor([total, count], device=accelerator.device), reduction="sum")
+    return float(sums[0] / max(sums[1], 1.0))
+
+
+def _batch(rows: PackedRows, indices: list[int], device) -> dict[str, torch.Tensor]:
+    return {
+        "input_ids": rows.input_ids[indices].to(device),
+        "position_ids": rows.position_ids[indices].to(device),
+        "loss_mask": rows.loss_mask[indices].to(device),
+    }
+
+
+def settings_of(cfg: DictConfig) -> dict:
+    """What must match for a checkpoint to be resumed: the student and every training setting."""
+    return {
+        "student": OmegaConf.to_container(cfg.student, resolve=True),
+        "distill": OmegaConf.to_container(cfg.distill, resolve=True),
+    }
+
+
+def distill(cfg: DictConfig) -> Path:
+    dcfg = cfg.distill
+    run_dir = Path(cfg.run_dir)
+    out = run_dir / "student"
+    ckpt_dir = out / "checkpoints"
+    traces_path = run_dir / "traces" / "traces.jsonl"
+    if not traces_path.exists():
+        raise DataError(f"{traces_path}: no traces; run `cogcore traces run_dir={run_dir}` first")
+
+    accelerator = Accelerator(mixed_precision=precision(dcfg), cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    torch.manual_seed(dcfg.seed)
+    random.seed(dcfg.seed)
+
+    # The tokenizer is trained once, by the main process, and saved beside the checkpoints so that a
+    # resumed run (and every other process) uses exactly the same ids.
+    tok_dir = ckpt_dir / "tokenizer"
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = load_tokenizer(cfg.student, run_dir / "world" / "corpus.jsonl", traces_path, tok_dir)
+    accelerator.wait_for_everyone()
+    if not main:
+        tokenizer = load_tokenizer(cfg.student, run_dir / "world" / "corpus.jsonl", traces_path, tok_dir)
+
+    traces = list(read_traces(traces_path))
+    train_traces, val_traces = split_traces(traces, dcfg.heldout_share, dcfg.seed)
+    rows = pack_traces(tokenizer, train_traces, TOOLS, dcfg.seq_len, dcfg.seed)
+    val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
+
+    world = accelerator.num_processes
+    if dcfg.global_batch % (dcfg.micro_batch * world):
+        raise DataError(
+            f"distill.global_batch={dcfg.global_batch} must be a multiple of distill.micro_batch="
+            f"{dcfg.micro_batch} times the {world} process(es)"
+        )
+    if len(rows) < dcfg.global_batch:
+        raise DataError(
+            f"only {len(rows)} packed rows for distill.global_batch={dcfg.global_batch}; lower it"
+        )
+    steps_per_epoch = len(rows) // dcfg.global_batch
+    total_steps = dcfg.max_steps or dcfg.epochs * steps_per_epoch
+
+    model = build_student(cfg.student, tokenizer)
+    n_params = count_parameters(model)
+    optimizer = optimizer_for(model, dcfg)
+    scheduler = scheduler_for(optimizer, dcfg, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    teacher = load_teacher(dcfg, accelerator.unwrap_model(model).config.vocab_size, accelerator)
+
+    settings = settings_of(cfg)
+    step = 0
+    if found := checkpoints(ckpt_dir):
+        state = read_json(found[-1] / "trainer_state.json")
+        if state["settings"] != settings:
+            raise DataError(
+                f"{found[-1]}: this checkpoint was trained with other student or distill settings; resume "
+                f"with the same ones, or train into another run_dir"
+            )
+        accelerator.load_state(str(found[-1]))
+        step = state["step"]
+    metrics = Metrics(out / "metrics.jsonl", step, main)
+    if main:
+        print(
+            f"distill: {n_params / 1e6:.2f}M parameters, {len(rows)} rows of {dcfg.seq_len} tokens "
+            f"({rows.efficiency:.1%} filled, {rows.n_dropped} traces too long), {total_steps} steps"
+            + (f", resuming at step {step}" if step else "")
+        )
+
+    share = dcfg.global_batch // world
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", disable=not main)
+    started, tokens_seen = time.perf_counter(), 0
+    while step < total_steps:
+        indices = batch_rows(step, len(rows), dcfg.global_batch, dcfg.seed)
+        global_tokens = rows.loss_mask[indices][:, 1:].sum().item()
+        mine = indices[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+        loss_sum = torch.zeros((), device=accelerator.device)
+        micro = [mine[i : i + dcfg.micro_batch] for i in range(0, share, dcfg.micro_batch)]
+        for j, part in enumerate(micro):
+            batch = _batch(rows, part, accelerator.device)
+            sync = accelerator.no_sync(model) if j + 1 < len(micro) else contextlib.nullcontext()
+            with sync, accelerator.autocast():
+                summed, _ = step_loss(model, teacher, batch, dcfg)
+                # DDP averages gradients over processes; scaling by their number makes the result the
+                # gradient of (sum of token losses) / (trained tokens in the global batch).
+                accelerator.backward(summed * world / global_tokens)
+            loss_sum += summed.detach()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), dcfg.clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        loss = accelerator.reduce(loss_sum, reduction="sum").item() / global_tokens
+        tokens_seen += int(rows.input_ids[indices].numel())
+        rate = tokens_seen / (time.perf_counter() - started)
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+        record = {
+            "loss": loss,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": rate,
+        }
+        if val_rows is not None and (step % dcfg.eval_every == 0 or step == total_steps):
+            record["heldout_loss"] = heldout_loss(model, val_rows, dcfg.micro_batch, accelerator)
+        if step % dcfg.log_every == 0 or "heldout_loss" in record or step == total_steps:
+            metrics.log(step, record)
+        if step % dcfg.ckpt_every == 0 or step == total_steps:
+            save_checkpoint(accelerator, ckpt_dir, step, {"step": step, "settings": settings}, dcfg.keep_last)
+    bar.close()
+
+    if main:
+        save_student(
+            accelerator.unwrap_model(model),
+            tokenizer,
+            out,
+            {
+                "parameters": n_params,
+                "steps": total_steps,
+                "train_traces": rows.n_traces,
+                "heldout_traces": len(val_traces),
+                "seq_len": dcfg.seq_len,
+                "final": read_jsonl(out / "metrics.jsonl")[-1] if (out / "metrics.jsonl").exists() else {},
+                "settings": settings,
+            },
+        )
+        print(f"distill: student saved to {out}")
+    accelerator.wait_for_everyone()
+    return out
+
+
+def save_student(model, tokenizer, out: Path, manifest: dict) -> None:
+    """The HF checkpoint, file by file renamed into place, then manifest.json last: a student folder
+    without a manifest is one whose save did not finish."""
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (out / "manifest.json").unlink(missing_ok=True)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+    atomic_write_json(out / "manifest.json", manifest)

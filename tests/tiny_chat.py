@@ -1,0 +1,99 @@
+"""Traces built with the tool protocol, and a tokenizer trained on them in a blink, for the chat, tokenizer
+and data tests."""
+
+from __future__ import annotations
+
+from cogcore.core.chat import render
+from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
+from cogcore.distill.tokenizer import train_tokenizer
+
+PASSAGES = [
+    {"id": "w0-p1-born_in", "title": "Rouler Bristor", "text": "Rouler Bristor was born in Verum."},
+    {
+        "id": "w0-p1-works_for",
+        "title": "Rouler Bristor",
+        "text": "Rouler Bristor works for Kouthoustus Bank.",
+    },
+    {"id": "w0-c2-population", "title": "Verum", "text": "Verum has a population of 48213."},
+    {"id": "w0-c3-population", "title": "Godas", "text": "Godas has a population of 1907."},
+    {"id": "w0-p4-birth_year", "title": "Kroubran Tobras", "text": "Kroubran Tobras was born in 1950."},
+    {"id": "w0-p5-spouse", "title": "Zoë Ångström", "text": "Zoë Ångström is married to Vaes Vuzou."},
+]
+BY_ID = {p["id"]: p for p in PASSAGES}
+
+
+def make_trace(trace_id: str, question: str, steps: list[tuple[str, str, list[str]]], final: str) -> dict:
+    """A trace: one assistant turn per (reasoning, query, passage ids) step, each answered by a tool turn,
+    then the final assistant turn `final` (ending with its Answer: line)."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    for n, (reasoning, query, ids) in enumerate(steps):
+        call = search_call(f"call_{n}", query, 3)
+        messages.append({"role": "assistant", "content": reasoning, "tool_calls": [call]})
+        results = render_results([BY_ID[i] for i in ids])
+        messages.append({"role": "tool", "tool_call_id": call["id"], "name": "search", "content": results})
+    messages.append({"role": "assistant", "content": final})
+    return {"id": trace_id, "messages": messages, "metadata": {}}
+
+
+TRACES = [
+    make_trace(
+        "lookup",
+        "Which organisation does Rouler Bristor work for?",
+        [("I need the employer of Rouler Bristor.", "Rouler Bristor employer", ["w0-p1-works_for"])],
+        "Rouler Bristor works for Kouthoustus Bank [w0-p1-works_for].\nAnswer: Kouthoustus Bank",
+    ),
+    make_trace(
+        "compose",
+        "How many people live in the birthplace of Rouler Bristor?",
+        [
+            ("First the birthplace of Rouler Bristor.", "Rouler Bristor birthplace", ["w0-p1-born_in"]),
+            (
+                "He was born in Verum. Now its population.",
+                "Verum population",
+                ["w0-c2-population", "w0-p1-born_in"],
+            ),
+        ],
+        "Verum has 48213 people [w0-c2-population].\nAnswer: 48213",
+    ),
+    make_trace(
+        "arithmetic",
+        "How many more people live in Verum than in Godas?",
+        [
+            ("I need both populations.", "Verum population", ["w0-c2-population"]),
+            ("Now Godas.", "Godas population", ["w0-c3-population"]),
+        ],
+        "48213 - 1907 = 46306.\nAnswer: 46306",
+    ),
+    make_trace(
+        "unicode",
+        "Who is Zoë Ångström married to?",
+        [("I need the spouse of Zoë Ångström.", "Zoë Ångström spouse", ["w0-p5-spouse"])],
+        "Zoë Ångström is married to Vaes Vuzou [w0-p5-spouse].\nAnswer: Vaes Vuzou",
+    ),
+    make_trace(
+        "unanswerable",
+        "What is the population of Kelvar?",
+        [
+            ("I need the population of Kelvar.", "Kelvar population", []),
+            ("Nothing; another wording.", "Kelvar inhabitants", ["w0-c3-population"]),
+            ("Still nothing about Kelvar.", "Kelvar city", []),
+        ],
+        "The search results do not say.\nAnswer: unknown",
+    ),
+    make_trace(
+        "year",
+        "In what year was Kroubran Tobras born?",
+        [("I need the birth year of Kroubran Tobras.", "Kroubran Tobras birth year", ["w0-p4-birth_year"])],
+        "Kroubran Tobras was born in 1950 [w0-p4-birth_year].\nAnswer: 1950",
+    ),
+]
+
+
+def training_texts() -> list[str]:
+    """What a from-scratch tokenizer is trained on: the passages and the rendered traces."""
+    passages = [f"{p['title']}: {p['text']}" for p in PASSAGES]
+    return passages + [render(t["messages"], tools=[SEARCH_TOOL]) for t in TRACES]
+
+
+def tiny_tokenizer(out_dir=None, vocab_size: int = 512):
+    return train_tokenizer(training_texts(), vocab_size, out_dir)
