@@ -28,6 +28,7 @@ Examples:
   cogcore world world=tiny run_dir=runs/tiny
   cogcore index docs=~/notes run_dir=runs/notes
   cogcore traces retriever=bm25
+  cogcore distill student=tiny distill.epochs=1
   cogcore world -m world.seed=1,2 'run_dir=runs/seed${{world.seed}}'
   cogcore <job> --help       show the job's config, groups and Hydra options
 """

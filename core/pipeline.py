@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-STAGES = ("world", "index", "traces")
+STAGES = ("world", "index", "traces", "distill")
 
 
 def pipeline(cfg: DictConfig) -> None:

@@ -24,12 +24,17 @@ from cogcore.core.io import DataError, iter_jsonl
 
 
 def tokenizer_texts(corpus: Path, traces: Path) -> list[str]:
-    """What a from-scratch tokenizer is trained on: every passage and every message of every trace."""
-    texts = [f"{r['title']}: {r['text']}" for _, r in iter_jsonl(corpus)] if corpus.exists() else []
+    """What a from-scratch tokenizer is trained on: every message of every trace, and the passages of the
+    worlds those traces come from. Never a held-out world's passages: their names would become tokens
+    whose embeddings no training step ever touches, and the student could not write them."""
+    texts, worlds = [], set()
     for _, trace in iter_jsonl(traces):
+        worlds.add(trace["metadata"].get("world"))
         for m in trace["messages"]:
             texts.append(m["content"] or "")
             texts += [call["function"]["arguments"] for call in m.get("tool_calls", [])]
+    if corpus.exists():
+        texts += [f"{r['title']}: {r['text']}" for _, r in iter_jsonl(corpus) if r.get("world") in worlds]
     return texts
 
 
@@ -53,7 +58,7 @@ def build_student(scfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> torch
             raise DataError(
                 f"student.path={scfg.path}: no such checkpoint; give the folder of a local HF model"
             )
-        return AutoModelForCausalLM.from_pretrained(scfg.path, torch_dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(scfg.path, dtype=torch.float32)
     if scfg.kind != "scratch":
         raise DataError(f"student.kind={scfg.kind!r}: choose scratch or pretrained")
     arch = OmegaConf.to_container(scfg.arch, resolve=True)

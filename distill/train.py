@@ -152,11 +152,11 @@ def load_teacher(dcfg: DictConfig, student_vocab: int, accelerator: Accelerator)
         return None
     from transformers import AutoModelForCausalLM
 
-    teacher = AutoModelForCausalLM.from_pretrained(dcfg.kd.teacher, torch_dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(dcfg.kd.teacher, dtype=torch.float32)
     if teacher.config.vocab_size != student_vocab:
         raise DataError(
             f"distill.kd.teacher={dcfg.kd.teacher}: vocabulary of {teacher.config.vocab_size} tokens, but "
-            f"the student has {student_vocab}; a logit-distillation teacher must share the student's tokenizer"
+            f"the student has {student_vocab}; a distillation teacher must share the student's tokenizer"
         )
     return accelerator.prepare_model(teacher.eval(), evaluation_mode=True)
 
@@ -193,6 +193,9 @@ def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tens
 
 @torch.no_grad()
 def heldout_loss(model, rows: PackedRows, micro_batch: int, accelerator: Accelerator) -> float:
+    # The unwrapped model: a DDP forward broadcasts buffers, a collective that would hang the processes
+    # whose share of the held-out rows is smaller.
+    model = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
     mine = list(range(accelerator.process_index, len(rows), accelerator.num_processes))
@@ -233,7 +236,13 @@ def distill(cfg: DictConfig) -> Path:
     if not traces_path.exists():
         raise DataError(f"{traces_path}: no traces; run `cogcore traces run_dir={run_dir}` first")
 
-    accelerator = Accelerator(mixed_precision=precision(dcfg), cpu=not torch.cuda.is_available())
+    # One scheduler step per optimizer step, whatever the number of processes (accelerate's default
+    # steps it once per process, which would run the schedule N times too fast).
+    accelerator = Accelerator(
+        mixed_precision=precision(dcfg),
+        cpu=not torch.cuda.is_available(),
+        step_scheduler_with_optimizer=False,
+    )
     main = accelerator.is_main_process
     torch.manual_seed(dcfg.seed)
     random.seed(dcfg.seed)

@@ -1,0 +1,154 @@
+"""The trainer: an interrupted-and-resumed run ends with the weights of an uninterrupted one, 2 processes
+follow the loss curve of 1 with the same global batch, and the student it saves loads as an HF model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import make_cfg
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cogcore.core.io import DataError, read_json, read_jsonl
+from cogcore.core.trace import read_traces
+from cogcore.distill.data import encode_trace
+from cogcore.distill.train import TOOLS, distill
+
+# A student small enough that a step takes milliseconds.
+MICRO = (
+    "student.vocab_size=512",
+    "student.arch.hidden_size=32",
+    "student.arch.intermediate_size=64",
+    "student.arch.num_hidden_layers=2",
+    "student.arch.num_attention_heads=4",
+    "student.arch.num_key_value_heads=2",
+    "distill.seq_len=768",
+    "distill.global_batch=4",
+    "distill.micro_batch=2",
+    "distill.warmup_steps=2",
+    "distill.log_every=1",
+)
+
+
+def prepared(small_run, tmp_path, name):
+    run = tmp_path / name
+    for stage in ("world", "traces"):
+        shutil.copytree(small_run / stage, run / stage)
+    return run
+
+
+def weights(run):
+    return load_file(str(run / "student" / "model.safetensors"))
+
+
+def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
+    steps = ("distill.max_steps=30", "distill.ckpt_every=3", "distill.eval_every=10")
+    straight = prepared(small_run, tmp_path, "straight")
+    distill(make_cfg("distill", straight, *MICRO, *steps))
+
+    killed = prepared(small_run, tmp_path, "killed")
+    command = [sys.executable, "-m", "cogcore.core.cli", "distill", f"run_dir={killed}", *MICRO, *steps]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "student" / "checkpoints" / "step-00000006" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not marker.exists():
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    assert not (killed / "student" / "manifest.json").exists()
+
+    distill(make_cfg("distill", killed, *MICRO, *steps))
+    a, b = weights(straight), weights(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The metrics of the resumed run hold each step once, with the uninterrupted run's losses.
+    resumed, reference = (
+        read_jsonl(killed / "student" / "metrics.jsonl"),
+        read_jsonl(straight / "student" / "metrics.jsonl"),
+    )
+    assert [r["step"] for r in resumed] == list(range(1, 31))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], rel=1e-6)
+    kept = sorted(p.name for p in (killed / "student" / "checkpoints").iterdir())
+    assert kept == ["step-00000027", "step-00000030", "tokenizer"]
+
+
+def test_resume_with_other_settings_is_refused(small_run, tmp_path):
+    run = prepared(small_run, tmp_path, "run")
+    distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
+    with pytest.raises(DataError, match="other student or distill settings"):
+        distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2", "distill.lr=1e-4"))
+
+
+def test_two_processes_follow_the_curve_of_one(small_run, tmp_path):
+    steps = ("distill.max_steps=6", "distill.ckpt_every=100")
+    one = prepared(small_run, tmp_path, "one")
+    distill(make_cfg("distill", one, *MICRO, *steps))
+    two = prepared(small_run, tmp_path, "two")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+    ]
+    result = subprocess.run(
+        [*torchrun, "-m", "cogcore.core.cli", "distill", f"run_dir={two}", *MICRO, *steps],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = lambda run: [r["loss"] for r in read_jsonl(run / "student" / "metrics.jsonl")]  # noqa: E731
+    assert len(curve(one)) == 6
+    assert curve(two) == pytest.approx(curve(one), rel=1e-4)
+
+
+def test_saved_student_loads_and_renders_the_trained_ids(small_run, tmp_path):
+    run = prepared(small_run, tmp_path, "run")
+    out = distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
+    manifest = read_json(out / "manifest.json")
+    assert manifest["steps"] == 2 and manifest["parameters"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    trace = next(read_traces(run / "traces" / "traces.jsonl"))
+    ids, mask = encode_trace(tokenizer, trace, TOOLS)
+    rendered = tokenizer.apply_chat_template(trace["messages"], tools=TOOLS, tokenize=True, return_dict=True)
+    assert rendered["input_ids"] == ids and sum(mask) > 0
+    with torch.no_grad():
+        assert model(torch.tensor([ids])).logits.shape == (1, len(ids), model.config.vocab_size)
+
+
+def test_logit_distillation_from_a_local_teacher(small_run, tmp_path):
+    teacher_run = prepared(small_run, tmp_path, "teacher")
+    teacher = distill(make_cfg("distill", teacher_run, *MICRO, "distill.max_steps=2"))
+    run = prepared(small_run, tmp_path, "student")
+    out = distill(
+        make_cfg("distill", run, *MICRO, "distill=kd", f"distill.kd.teacher={teacher}", "distill.max_steps=2")
+    )
+    assert read_json(out / "manifest.json")["settings"]["distill"]["kd"]["teacher"] == str(teacher)
+    wide = prepared(small_run, tmp_path, "wide")
+    with pytest.raises(DataError, match="must share the student's tokenizer"):
+        distill(
+            make_cfg(
+                "distill",
+                wide,
+                *MICRO,
+                "student.vocab_size=600",
+                "+student.arch.vocab_size=700",
+                "distill=kd",
+                f"distill.kd.teacher={teacher}",
+                "distill.max_steps=1",
+            )
+        )
