@@ -3,7 +3,8 @@ with live retrieval (the student searches its world's collection of the index).
 
     .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32]
 
-Exact match of the final `Answer:` line against the gold answer (case-insensitive), per question type.
+Graded by cogcore.evals.scoring (SQuAD-normalised exact match of the final `Answer:` line; `unknown`
+is correct only for unanswerable questions), per question type.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.engine import Engine, GenerationConfig
 from cogcore.core.io import read_jsonl
-from cogcore.core.tools import SYSTEM_PROMPT, final_answer
+from cogcore.core.tools import SYSTEM_PROMPT
+from cogcore.evals.scoring import score, summarize
 from cogcore.retrieval.retriever import Retriever
 
 
@@ -39,7 +41,7 @@ def main() -> None:
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions
 
-    correct, searches, stops = defaultdict(list), defaultdict(list), defaultdict(int)
+    records, searches, stops = [], defaultdict(list), defaultdict(int)
     started = time.perf_counter()
     for start in range(0, len(questions), args.batch):
         batch = questions[start : start + args.batch]
@@ -53,17 +55,15 @@ def main() -> None:
             GenerationConfig(max_new_tokens=600, k=args.k),
         )
         for q, out in zip(batch, outs, strict=True):
-            answer = final_answer(
-                out["messages"][-1].get("content") if out["messages"][-1]["role"] == "assistant" else None
-            )
-            correct[q["type"]].append(answer is not None and answer.lower() == q["answers"][0].lower())
+            last = out["messages"][-1]
+            records.append(score(last["content"] if last["role"] == "assistant" else None, q))
             searches[q["type"]].append(out["tool_calls"])
             stops[out["stop"]] += 1
     seconds = time.perf_counter() - started
+    summary = summarize(records)
     report = {
         "questions": len(questions),
-        "accuracy": {t: round(sum(v) / len(v), 3) for t, v in sorted(correct.items())},
-        "overall": round(sum(map(sum, correct.values())) / len(questions), 3),
+        "accuracy": {t: round(s["accuracy"], 3) for t, s in summary.items()},
         "searches_per_question": {t: round(sum(v) / len(v), 2) for t, v in sorted(searches.items())},
         "stops": dict(stops),
         "questions_per_s": round(len(questions) / seconds, 2),

@@ -2,9 +2,9 @@ import logging
 
 import pytest
 import torch
-from tiny_chat import TRACES, tiny_tokenizer
+from tiny_chat import TRACES, tiny_llama, tiny_tokenizer
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
@@ -140,18 +140,7 @@ def test_order_is_deterministic_from_the_seed():
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_traces_do_not_see_each_other(tokenizer, attn):
     """The logits of every trace inside a packed row equal the logits of that trace run alone."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        attn_implementation=attn,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tokenizer, hidden_size=64, intermediate_size=128, attn_implementation=attn)
     assert model.config._attn_implementation == attn
     rows = pack_traces(tokenizer, TRACES, TOOLS, seq_len=512, seed=1)
     assert len(rows) < len(TRACES)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_chat import tiny_llama
 
 from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL
 from cogcore.core.engine import CALL_LIMIT, Engine, GenerationConfig, parse_turn
@@ -25,22 +25,6 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(TEXTS, vocab_size=400)
-
-
-def tiny_llama(tokenizer, seed=0):
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def conversation(question):

@@ -3,6 +3,9 @@ and data tests."""
 
 from __future__ import annotations
 
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from cogcore.core.chat import render
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
 from cogcore.distill.tokenizer import train_tokenizer
@@ -97,3 +100,20 @@ def training_texts() -> list[str]:
 
 def tiny_tokenizer(out_dir=None, vocab_size: int = 512):
     return train_tokenizer(training_texts(), vocab_size, out_dir)
+
+
+def tiny_llama(tokenizer, seed: int = 0, **config) -> LlamaForCausalLM:
+    """A random 2-layer Llama over `tokenizer`'s vocabulary, in eval mode; `config` overrides any field."""
+    torch.manual_seed(seed)
+    fields = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **config,
+    }
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **fields)).eval()

@@ -1,0 +1,165 @@
+"""Scores for one answer and for a set of them: exact match, token F1, abstention and SimpleQA grades.
+
+A prediction is the text of the final `Answer:` line (`core.tools.final_answer`), or None when the
+model wrote no such line. Answers are compared after SQuAD normalisation, against every gold alias,
+keeping the best. Grades follow SimpleQA: `correct`, `incorrect` or `not_attempted`, where abstaining
+(`Answer: unknown`, contract 3) is `not_attempted` unless the question has no answer, in which case
+abstaining is the correct answer. A missing answer line is `incorrect`: it is a failure to answer in
+the contract's format, not a decision to abstain, and counting it as an abstention would let a model
+that never finishes raise its deferral score D.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from cogcore.core.tools import UNKNOWN, final_answer
+
+CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not_attempted"
+GRADES = (CORRECT, INCORRECT, NOT_ATTEMPTED)
+
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def _aliases(golds: str | Sequence[str]) -> list[str]:
+    # A bare string would otherwise be iterated character by character.
+    aliases = [golds] if isinstance(golds, str) else list(golds)
+    if not aliases:
+        raise ValueError("no gold answers to score against; a question needs at least one answer")
+    return aliases
+
+
+def exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold alias, else 0.0."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in _aliases(golds)))
+
+
+def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    if not pred_tokens or not gold_tokens:
+        # SQuAD v2: an empty answer only matches an empty answer.
+        return float(pred_tokens == gold_tokens)
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """SQuAD token F1 (bag of normalised tokens), the best over the gold aliases."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction).split()
+    return max(_f1(pred, normalize_answer(g).split()) for g in _aliases(golds))
+
+
+def abstained(prediction: str | None) -> bool:
+    """Whether the prediction is the abstention `unknown` (contract 3)."""
+    return prediction is not None and normalize_answer(prediction) == UNKNOWN
+
+
+def grade(prediction: str | None, golds: str | Sequence[str]) -> str:
+    """SimpleQA grade of one prediction: `correct`, `incorrect` or `not_attempted`.
+
+    Correct means a normalised exact match with a gold alias. An unanswerable question has the gold
+    `unknown`: abstaining is then correct and any answer (or none) is incorrect.
+    """
+    if prediction is None:
+        return INCORRECT
+    if any(normalize_answer(g) == UNKNOWN for g in _aliases(golds)):
+        return CORRECT if abstained(prediction) else INCORRECT
+    if abstained(prediction):
+        return NOT_ATTEMPTED
+    return CORRECT if exact_match(prediction, golds) else INCORRECT
+
+
+def score(final_text: str | None, question: dict) -> dict:
+    """The record `summarize` takes, for the final assistant turn `final_text` on a world question."""
+    prediction = final_answer(final_text)
+    golds = question["answers"]
+    return {
+        "id": question["id"],
+        "type": question["type"],
+        "prediction": prediction,
+        "grade": grade(prediction, golds),
+        "em": exact_match(prediction, golds),
+        "f1": token_f1(prediction, golds),
+    }
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _stats(records: list[dict]) -> dict:
+    n = len(records)
+    counts = Counter(r["grade"] for r in records)
+    correct, incorrect, not_attempted = (counts[g] for g in GRADES)
+    return {
+        "n": n,
+        "accuracy": _ratio(correct, n),
+        "em": _ratio(sum(r["em"] for r in records), n),
+        "f1": _ratio(sum(r["f1"] for r in records), n),
+        "correct": correct,
+        "incorrect": incorrect,
+        "not_attempted": not_attempted,
+        "correct_share": _ratio(correct, n),
+        "incorrect_share": _ratio(incorrect, n),
+        "not_attempted_share": _ratio(not_attempted, n),
+        # SimpleQA's "accuracy given attempted": how often an answer the model commits to is right.
+        "accuracy_given_attempted": _ratio(correct, correct + incorrect),
+        # Contract 5's D: of the answers that are not correct, the share that abstained rather than guessed.
+        "deferral": _ratio(not_attempted, not_attempted + incorrect),
+    }
+
+
+def summarize(records: Iterable[dict]) -> dict[str, dict]:
+    """Scores per question type and `overall` from records {"type", "grade", "em", "f1"}.
+
+    Ratios whose denominator is empty are None rather than 0, so "nothing to measure" is not read as
+    a score: accuracy_given_attempted when nothing was attempted, deferral when everything was correct.
+    """
+    records = list(records)
+    for i, r in enumerate(records):
+        if r["grade"] not in GRADES:
+            raise ValueError(f"records[{i}].grade: {r['grade']!r} is not one of {', '.join(GRADES)}")
+    types = sorted({r["type"] for r in records})
+    summary = {t: _stats([r for r in records if r["type"] == t]) for t in types}
+    summary["overall"] = _stats(records)
+    return summary
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    stat: Callable[[np.ndarray], float] = np.mean,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) confidence interval of `stat(values)`; the same seed, the same CI.
+
+    For accuracy pass the 0/1 correctness of each question.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    # One resample at a time: memory stays O(len(values)) however large the eval set.
+    stats = np.array([stat(values[rng.integers(0, values.size, values.size)]) for _ in range(n_resamples)])
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
