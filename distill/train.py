@@ -277,6 +277,8 @@ def distill(cfg: DictConfig) -> Path:
 
     model = build_student(cfg.student, tokenizer)
     n_params = count_parameters(model)
+    if dcfg.compile:
+        model = torch.compile(model)
     optimizer = optimizer_for(model, dcfg)
     scheduler = scheduler_for(optimizer, dcfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
