@@ -43,7 +43,7 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
     active: dict[str, tuple[dict, object, tuple[str, int]]] = {}
 
     def start(question: dict) -> None:
-        gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt)
+        gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt, tcfg.quote)
         advance(question, gen, None)
 
     def advance(question: dict, gen, passages) -> None:

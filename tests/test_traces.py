@@ -94,3 +94,16 @@ def test_resume_with_other_settings_is_refused(small_run, tmp_path):
         shutil.copytree(small_run / stage, tmp_path / stage)
     with pytest.raises(DataError, match=r"other settings \(teacher\)"):
         traces(make_cfg("traces", tmp_path, "teacher.k=2"))
+
+
+def test_found_facts_are_quoted_verbatim(small_run):
+    """With teacher.quote (the default) each found fact is first quoted as the exact retrieved line."""
+    for trace in read_traces(small_run / "traces" / "traces.jsonl"):
+        if trace["metadata"]["type"] != "lookup":
+            continue
+        (gold,) = trace["metadata"]["gold_passages"]
+        tool_lines = [
+            line for m in trace["messages"] if m["role"] == "tool" for line in m["content"].splitlines()
+        ]
+        quoted = next(line for line in tool_lines if line.startswith(f"[{gold}]"))
+        assert quoted + " So " in trace["messages"][-1]["content"]

@@ -78,7 +78,11 @@ class Rejected(Exception):
 Searches = Generator[tuple[str, int], list[dict], dict]
 
 
-def oracle_trace(question: dict, k: int, reformulations: int, system_prompt: str | None = None) -> Searches:
+def oracle_trace(
+    question: dict, k: int, reformulations: int, system_prompt: str | None = None, quote: bool = False
+) -> Searches:
+    """`quote`: state each found fact by first quoting its retrieved line verbatim (id included), then
+    restating it; copying a line is easier for a small student than rephrasing out of it."""
     messages: list[dict] = [
         {"role": "system", "content": system_prompt or SYSTEM_PROMPT},
         {"role": "user", "content": question["question"]},
@@ -117,8 +121,11 @@ def oracle_trace(question: dict, k: int, reformulations: int, system_prompt: str
             if attempt:
                 say(f"The results do not give {need}. Let me rephrase.")
             passages = yield from search(template.format(s=hop["subject"]))
-            if hop["passage"] is not None and any(p["id"] == hop["passage"] for p in passages):
+            found = [p for p in passages if p["id"] == hop["passage"]]
+            if found:
                 fact = FACT[hop["relation"]].format(s=hop["subject"], o=hop["object"])
+                if quote:  # the retrieved line verbatim, then the fact restated from it
+                    return f"{render_results(found)} So {fact}."
                 return f"{fact} [{hop['passage']}]."
         return None
 
