@@ -60,6 +60,7 @@ class Retriever:
         rrf_k: int,
         candidates: int,
         manifest: dict | None = None,
+        gpu_resources=None,  # faiss.StandardGpuResources: must live as long as the GPU indexes
     ):
         if mode not in MODES:
             raise ValueError(f"retriever.mode={mode!r}: choose one of {MODES}")
@@ -69,6 +70,7 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.manifest = manifest or {}
+        self.gpu_resources = gpu_resources
 
     @classmethod
     def load(cls, path: str | Path, rcfg: DictConfig, corpus_sha256: str | None = None) -> Retriever:
@@ -93,9 +95,7 @@ class Retriever:
             lexical = bm25.load(str(folder / "bm25")) if rcfg.mode != "dense" else None
             collections[name] = Collection(read_jsonl(folder / "passages.jsonl"), index, lexical)
         embedder = load_embedder(rcfg.embedder) if rcfg.mode != "bm25" else None
-        retriever = cls(collections, embedder, rcfg.mode, rcfg.rrf_k, rcfg.candidates, manifest)
-        retriever._gpu_resources = resources  # keep alive as long as the GPU indexes
-        return retriever
+        return cls(collections, embedder, rcfg.mode, rcfg.rrf_k, rcfg.candidates, manifest, resources)
 
     def _collection(self, name: str | None) -> Collection:
         if name is None:
