@@ -97,10 +97,9 @@ def test_two_processes_follow_the_curve_of_one(small_run, tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free rendezvous port of its own
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29533",
     ]
     result = subprocess.run(
         [*torchrun, "-m", "cogcore.core.cli", "distill", f"run_dir={two}", *MICRO, *steps],
