@@ -192,19 +192,19 @@ def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def heldout_loss(model, rows: PackedRows, micro_batch: int, accelerator: Accelerator) -> float:
+def heldout_loss(model, rows: PackedRows, dcfg: DictConfig, accelerator: Accelerator) -> float:
+    """Cross-entropy per trained token over the held-out rows (no teacher: the student's own loss)."""
     # The unwrapped model: a DDP forward broadcasts buffers, a collective that would hang the processes
     # whose share of the held-out rows is smaller.
     model = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
     mine = list(range(accelerator.process_index, len(rows), accelerator.num_processes))
-    for start in range(0, len(mine), micro_batch):
-        batch = _batch(rows, mine[start : start + micro_batch], accelerator.device)
-        logits = packed_forward(model, batch)
-        losses = distill_loss(logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:])
-        tokens = batch["loss_mask"][:, 1:].sum()
-        total += float(losses["loss"] * tokens)
+    for start in range(0, len(mine), dcfg.micro_batch):
+        summed, tokens = step_loss(
+            model, None, _batch(rows, mine[start : start + dcfg.micro_batch], accelerator.device), dcfg
+        )
+        total += float(summed)
         count += float(tokens)
     model.train()
     sums = accelerator.reduce(torch.tensor([total, count], device=accelerator.device), reduction="sum")
@@ -340,7 +340,7 @@ def distill(cfg: DictConfig) -> Path:
             "tokens_per_s": rate,
         }
         if val_rows is not None and (step % dcfg.eval_every == 0 or step == total_steps):
-            record["heldout_loss"] = heldout_loss(model, val_rows, dcfg.micro_batch, accelerator)
+            record["heldout_loss"] = heldout_loss(model, val_rows, dcfg, accelerator)
         if step % dcfg.log_every == 0 or "heldout_loss" in record or step == total_steps:
             metrics.log(step, record)
         if step % dcfg.ckpt_every == 0 or step == total_steps:
