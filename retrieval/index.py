@@ -54,10 +54,12 @@ def build_index(
             folder = tmp / "collections" / _dir_name(name, i)
             folder.mkdir(parents=True)
             write_jsonl(folder / "passages.jsonl", passages)
-            block = vectors[start : start + len(passages)]
-            start += len(passages)
-            dense.save(dense.build(np.ascontiguousarray(block), rcfg.dense), str(folder / "dense.faiss"))
-            bm25.save(bm25.build(texts[start - len(passages) : start]), str(folder / "bm25"))
+            span = slice(start, start + len(passages))  # this collection's rows of `texts` and `vectors`
+            start = span.stop
+            dense.save(
+                dense.build(np.ascontiguousarray(vectors[span]), rcfg.dense), str(folder / "dense.faiss")
+            )
+            bm25.save(bm25.build(texts[span]), str(folder / "bm25"))
             manifest_collections[name] = {"dir": folder.name, "count": len(passages)}
         atomic_write_json(
             tmp / "manifest.json",
