@@ -76,6 +76,8 @@ TRACE_SCHEMA = {
                 "world": {"type": "string"},
                 "split": {"type": "string"},
                 "gold_passages": {"type": "array", "items": {"type": "string"}},
+                # "unavailable": the search tool was down for this trace and the answer abstains
+                "search": {"enum": ["live", "unavailable"]},
             },
         },
     },

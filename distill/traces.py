@@ -12,6 +12,7 @@ loses at most the records in flight and no id is ever written twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dic
     return questions[:limit] if limit else questions
 
 
+def _drawn(key: str, share: float) -> bool:
+    """A stable draw of `share` of the keys: the same questions whatever the batch size or resume point."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < share * 0x100000000
+
+
 def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, batch_size: int, write) -> None:
     """Drive one oracle generator per question, `batch_size` at a time, batching their searches across
     questions (and worlds) into single `search_batch` calls. `write(question, trace)` or
@@ -43,7 +49,8 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
     active: dict[str, tuple[dict, object, tuple[str, int]]] = {}
 
     def start(question: dict) -> None:
-        gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt, tcfg.quote)
+        offline = _drawn(question["id"], tcfg.unavailable_share)
+        gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt, tcfg.quote, offline)
         advance(question, gen, None)
 
     def advance(question: dict, gen, passages) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from cogcore.core.tools import ANSWER_PREFIX, SYSTEM_PROMPT, UNKNOWN, render_results, search_call
+from cogcore.core.tools import ANSWER_PREFIX, SYSTEM_PROMPT, UNAVAILABLE, UNKNOWN, render_results, search_call
 
 # Query phrasings per relation: the first is tried first, the rest are reformulations.
 QUERIES = {
@@ -79,10 +79,17 @@ Searches = Generator[tuple[str, int], list[dict], dict]
 
 
 def oracle_trace(
-    question: dict, k: int, reformulations: int, system_prompt: str | None = None, quote: bool = False
+    question: dict,
+    k: int,
+    reformulations: int,
+    system_prompt: str | None = None,
+    quote: bool = False,
+    offline: bool = False,
 ) -> Searches:
     """`quote`: state each found fact by first quoting its retrieved line verbatim (id included), then
-    restating it; copying a line is easier for a small student than rephrasing out of it."""
+    restating it; copying a line is easier for a small student than rephrasing out of it.
+    `offline`: the search tool is down for this question (its first call is answered `UNAVAILABLE`), and
+    the trace abstains: what a student should do rather than answer from memory (the design's deferral)."""
     messages: list[dict] = [
         {"role": "system", "content": system_prompt or SYSTEM_PROMPT},
         {"role": "user", "content": question["question"]},
@@ -129,7 +136,7 @@ def oracle_trace(
                 return f"{fact} [{hop['passage']}]."
         return None
 
-    def finish(reasoning: str, answer: str) -> dict:
+    def finish(reasoning: str, answer: str, search: str = "live") -> dict:
         say(reasoning)
         messages.append({"role": "assistant", "content": " ".join(carried) + f"\n{ANSWER_PREFIX} {answer}"})
         metadata = {
@@ -140,6 +147,7 @@ def oracle_trace(
             "world": question["world"],
             "split": question["split"],
             "gold_passages": question["gold_passages"],
+            "search": search,
         }
         return {"id": question["id"], "messages": messages, "metadata": metadata}
 
@@ -152,6 +160,16 @@ def oracle_trace(
         )
 
     qtype, hops = question["type"], question["hops"]
+    if offline:
+        hop = hops[0]
+        say(f"I need {NEED[hop['relation']].format(s=hop['subject'])}.")
+        query = QUERIES[hop["relation"]][0].format(s=hop["subject"])
+        call = search_call("call_0", query, k)
+        messages.append({"role": "assistant", "content": " ".join(carried), "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": "call_0", "name": "search", "content": UNAVAILABLE})
+        carried.clear()
+        return finish("The search tool is unavailable, so I cannot look this up.", UNKNOWN, "unavailable")
+
     if qtype == "unanswerable":
         hop = hops[0]
         need = NEED[hop["relation"]].format(s=hop["subject"])
