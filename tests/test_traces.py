@@ -114,3 +114,18 @@ def test_found_facts_are_quoted_verbatim(small_run):
         ]
         quoted = next(line for line in tool_lines if line.startswith(f"[{gold}]"))
         assert quoted + " So " in trace["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize("big,small", [(1916, 1832), (45210, 3999), (7, 7), (10000, 1), (99999, 12345)])
+def test_subtraction_is_written_out_column_by_column(big, small):
+    from cogcore.distill.teachers.oracle import subtraction
+
+    text = subtraction(big, small)
+    columns = text.split("column by column: ")[1].split(". Digits")[0].split("; ")
+    assert len(columns) == len(str(big))
+    for step in columns:  # every written step is true arithmetic
+        expression, result = step.split(": ")[1].split(", borrow")[0].split(" = ")
+        assert eval(expression) == int(result)  # noqa: S307 (digits and + - only)
+    digits = text.split("Digits from the left: ")[1].split(",")[0].replace(" ", "")
+    assert int(digits) == big - small and digits == str(big - small).rjust(len(str(big)), "0")
+    assert text.endswith(f"= {big - small}.")

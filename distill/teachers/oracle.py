@@ -66,6 +66,45 @@ CONCLUSION = {
 }
 
 
+COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
+
+
+def subtraction(big: int, small: int) -> str:
+    """`big - small` written out column by column from the ones, borrowing as on paper, then the digits
+    read back from the left: each step is one digit fact a small student can learn, where the whole
+    difference in one go is a lookup table it cannot."""
+    a, b = str(big), str(small).rjust(len(str(big)), "0")
+    steps, digits, borrow = [], [], 0
+    for column, (x, y) in enumerate(zip(reversed(a), reversed(b), strict=True)):
+        x, y = int(x), int(y)
+        name = COLUMNS[column]
+        owed = f" - {borrow}" if borrow else ""
+        if x - borrow < y:
+            steps.append(f"{name}: {x} + 10{owed} - {y} = {x + 10 - borrow - y}, borrow 1")
+            digits.append(x + 10 - borrow - y)
+            borrow = 1
+        else:
+            steps.append(f"{name}: {x}{owed} - {y} = {x - borrow - y}")
+            digits.append(x - borrow - y)
+            borrow = 0
+    read = " ".join(map(str, reversed(digits)))
+    return (
+        f"{big} - {small}, column by column: {'; '.join(steps)}. "
+        f"Digits from the left: {read}, so {big} - {small} = {big - small}."
+    )
+
+
+def comparison(x: int, y: int) -> str:
+    """Which of two numbers is larger, decided as on paper: by length, else by the first differing digit."""
+    a, b = str(x), str(y)
+    if len(a) != len(b):
+        return f"{x} has {len(a)} digits and {y} has {len(b)}."
+    for i, (p, q) in enumerate(zip(a, b, strict=True)):
+        if p != q:
+            return f"Both have {len(a)} digits; from the left they first differ at digit {i + 1}: {p} vs {q}."
+    return f"{x} and {y} are equal."
+
+
 class Rejected(Exception):
     """The oracle could not write a trace whose facts all come from retrieval. `reason` is a short code
     for counting, `detail` says what happened, `messages` is the trace so far."""
@@ -204,10 +243,10 @@ def oracle_trace(
         x, y = a["object"], b["object"]
         if qtype == "arithmetic":
             big, small = max(x, y), min(x, y)
-            return finish(f"{fact_b} {big} - {small} = {big - small}.", str(big - small))
+            return finish(f"{fact_b} {subtraction(big, small)}", str(big - small))
         winner = question["answers"][0]
         conclusion = CONCLUSION[attribute, question["pick"]].format(w=winner)
         relation = "less than" if x < y else "greater than"
-        return finish(f"{fact_b} {x} is {relation} {y}, so {conclusion}.", winner)
+        return finish(f"{fact_b} {comparison(x, y)} {x} is {relation} {y}, so {conclusion}.", winner)
 
     raise Rejected("no_plan", f"the oracle has no plan for question type {qtype!r}", messages)
