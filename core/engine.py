@@ -8,6 +8,10 @@ ends at an end-of-turn token; if it holds a tool call, the call runs and the too
 otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
 a crash, and a bound on calls per answer keeps a looping model finite.
 
+An optional `on_token` callback sees each sampled token as it is chosen (the assistant streams from it)
+and can end a row early (a stop string, a client that went away, Ctrl-C); with `run_tools=False` a turn
+with calls ends the row instead, for a caller that runs the calls itself.
+
 What comes back is, per row, the conversation as trace messages (the trace contract of core/trace.py)
 plus counts; the callers (evals, the assistant, HF teachers) add the metadata.
 """
@@ -24,10 +28,21 @@ import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from cogcore.core.chat import CALL, END_CALL
-from cogcore.core.tools import SEARCH, SEARCH_TOOL, ToolCallError, parse_search_call, render_results
+from cogcore.core.tools import (
+    SEARCH,
+    SEARCH_TOOL,
+    UNAVAILABLE,
+    SearchUnavailable,
+    ToolCallError,
+    parse_search_call,
+    render_results,
+)
 
 # search(row, query, k) -> ranked passages; the row index lets each row search its own collection.
 SearchFn = Callable[[int, str, int], list[dict]]
+# on_token(row, token) sees each sampled token as it is chosen (streaming); returning True ends the row
+# there (stop="stopped"): a stop string, a token budget, a client that went away, Ctrl-C.
+TokenFn = Callable[[int, int], bool]
 
 CALL_LIMIT = "Tool call limit reached: answer with what you have."
 _CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
@@ -42,6 +57,8 @@ class GenerationConfig:
     top_p: float = 1.0
     seed: int = 0
     k: int = 3  # passages per search when the model's call names no k
+    run_tools: bool = True  # False: a turn with calls ends the row (stop="tool_calls"), for a caller
+    # that runs the calls itself (an OpenAI client with its own tools)
 
 
 @dataclass
@@ -54,7 +71,7 @@ class Row:
     sampled: list[bool] = field(default_factory=list)  # per generated token: sampled (True) or forced
     calls: int = 0
     done: bool = False
-    stop: str = ""  # answer | max_new_tokens | max_tool_calls | context
+    stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
 
 
 def parse_turn(text: str) -> tuple[str, list[dict]]:
@@ -79,23 +96,34 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.tools = tools if tools is not None else [SEARCH_TOOL]
-        self.end_ids = {tokenizer.eos_token_id}
+        # A chat model may end its turn with any of its generation config's eos ids (<|eot_id|>, ...).
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        self.end_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def prompt(self, messages: list[dict]) -> list[int]:
+        """The token ids a conversation is prefilled with (its length is what must fit the window)."""
+        return self.encode(_render(self.tokenizer, messages, self.tools, prompt=True))
+
     @torch.no_grad()
     def generate(
-        self, conversations: list[list[dict]], search: SearchFn, cfg: GenerationConfig
+        self,
+        conversations: list[list[dict]],
+        search: SearchFn,
+        cfg: GenerationConfig,
+        on_token: TokenFn | None = None,
     ) -> list[dict]:
         """Answer each conversation (messages ending with a user turn); return, per row, {"messages",
         "tokens" (prompt and generated ids), "prompt_tokens", "sampled" (per generated token: chosen by the
-        model, or forced), "tool_calls", "stop" (answer | max_new_tokens | max_tool_calls | context)}."""
+        model, or forced), "tool_calls", "stop" (answer | max_new_tokens | max_tool_calls | context |
+        stopped | tool_calls)}."""
         rows = []
         for messages in conversations:
-            ids = self.encode(_render(self.tokenizer, messages, self.tools, prompt=True))
+            ids = self.prompt(messages)
             rows.append(Row([dict(m) for m in messages], ids, len(ids)))
         device = next(self.model.parameters()).device
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -132,7 +160,9 @@ class Engine:
                 r.sampled.append(not forced)
                 if not forced:
                     r.turn.append(token)
-                    if token in self.end_ids:
+                    if on_token is not None and on_token(i, token):
+                        self._finish(r, "stopped")
+                    elif token in self.end_ids:
                         self._end_turn(i, r, search, cfg)
                 if not r.done and len(r.sampled) >= cfg.max_new_tokens:
                     self._finish(r, "max_new_tokens")
@@ -188,6 +218,11 @@ class Engine:
             r.stop = "answer"
             r.done = True
             return
+        if not cfg.run_tools:
+            r.messages.append(self._assistant(r, content, calls))
+            r.calls += len(calls)
+            r.done, r.stop = True, "tool_calls"
+            return
         if r.calls >= cfg.max_tool_calls:
             if r.messages[-1].get("content") == CALL_LIMIT:  # told once already and still calling
                 r.messages.append({"role": "assistant", "content": content})
@@ -225,10 +260,15 @@ class Engine:
             query, k = parse_search_call(_with_default_k(call, cfg.k))
         except ToolCallError as e:
             return f"Error: {e}."
-        return render_results(search(i, query, k))
+        try:
+            return render_results(search(i, query, k))
+        except SearchUnavailable:
+            return UNAVAILABLE
 
     def _finish(self, r: Row, why: str) -> None:
         """Stop a row early; what it had written of its current turn is kept as an assistant turn."""
+        if r.turn and r.turn[-1] in self.end_ids:  # stopped on the token that ends the turn
+            r.turn.pop()
         if r.turn:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})

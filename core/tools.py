@@ -43,6 +43,11 @@ SEARCH_TOOL = {
 }
 
 
+class SearchUnavailable(Exception):
+    """Raised by a search function when the tool is down (the closed-book suite K): the call is answered
+    with UNAVAILABLE, and a student trained on offline traces abstains."""
+
+
 class ToolCallError(ValueError):
     """A malformed call: the message is what the tool turn answers, so the caller can recover."""
 

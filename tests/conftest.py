@@ -32,3 +32,42 @@ def small_run(tmp_path_factory) -> Path:
     index(make_cfg("index", run_dir))
     traces(make_cfg("traces", run_dir))
     return run_dir
+
+
+# A student of 30K parameters: a training step takes milliseconds.
+MICRO = (
+    "student.vocab_size=512",
+    "student.arch.hidden_size=32",
+    "student.arch.intermediate_size=64",
+    "student.arch.num_hidden_layers=2",
+    "student.arch.num_attention_heads=4",
+    "student.arch.num_key_value_heads=2",
+    "distill.seq_len=768",
+    "distill.global_batch=4",
+    "distill.micro_batch=2",
+    "distill.warmup_steps=2",
+)
+
+# MICRO trained for about 15 s on the small run's traces: a real checkpoint for end-to-end tests, which
+# has picked up some of the chat format and none of the facts.
+TINY_STUDENT = (
+    *MICRO,
+    "distill.lr=1e-2",
+    "distill.max_steps=150",
+    "distill.ckpt_every=1000",
+    "distill.eval_every=1000",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_student(small_run, tmp_path_factory) -> Path:
+    """A copy of the small run (world, index, traces) plus `student/`, trained once per session."""
+    import shutil
+
+    from cogcore.distill.train import distill
+
+    run_dir = tmp_path_factory.mktemp("tiny_student")
+    for stage in ("world", "index", "traces"):
+        shutil.copytree(small_run / stage, run_dir / stage)
+    distill(make_cfg("distill", run_dir, *TINY_STUDENT))
+    return run_dir

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_cfg
+from conftest import MICRO, make_cfg
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -21,20 +21,7 @@ from cogcore.core.trace import read_traces
 from cogcore.distill.data import encode_trace
 from cogcore.distill.train import TOOLS, distill
 
-# A student small enough that a step takes milliseconds.
-MICRO = (
-    "student.vocab_size=512",
-    "student.arch.hidden_size=32",
-    "student.arch.intermediate_size=64",
-    "student.arch.num_hidden_layers=2",
-    "student.arch.num_attention_heads=4",
-    "student.arch.num_key_value_heads=2",
-    "distill.seq_len=768",
-    "distill.global_batch=4",
-    "distill.micro_batch=2",
-    "distill.warmup_steps=2",
-    "distill.log_every=1",
-)
+MICRO = (*MICRO, "distill.log_every=1")
 
 
 def prepared(small_run, tmp_path, name):

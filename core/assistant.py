@@ -1,0 +1,324 @@
+"""The local assistant's session logic, shared by `cogcore chat` and `cogcore serve`: loading a checkpoint
+and an index, the text a person reads as it streams, the searches an answer ran and the ids it cited,
+and a conversation kept within the model's window.
+
+Any Hugging Face causal LM with a chat template can be loaded. The search tool is offered only to a model
+whose template writes tool calls in cogcore's format (`<|call|>{json}<|/call|>`, the one the engine
+parses); any other model runs without it, and `notes` says so. With no index (`index=null`) the tool is
+still offered (a server's clients may run it themselves) but finds nothing here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from cogcore.core.chat import CALL, END_CALL
+from cogcore.core.engine import Engine, GenerationConfig
+from cogcore.core.io import DataError
+from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, search_call
+
+Searcher = Callable[[str, int], list[dict]]  # (query, k) -> ranked passages {id, title, text, score}
+
+
+@dataclass
+class Assistant:
+    engine: Engine  # engine.tools is [SEARCH_TOOL] when the model speaks cogcore's tool format, else []
+    search: Searcher | None  # None: no index, a search finds nothing
+    name: str  # what /v1/models lists: the checkpoint folder's name unless configured
+    notes: list[str] = field(default_factory=list)  # what a person should know at startup
+
+    def system(self) -> list[dict]:
+        """The opening of a conversation: cogcore's system prompt when the search tool is on."""
+        return [{"role": "system", "content": SYSTEM_PROMPT}] if self.engine.tools else []
+
+
+@dataclass
+class Search:
+    query: str
+    k: int
+    passages: list[dict]
+
+
+@dataclass
+class Reply:
+    text: str  # what the person read: every assistant turn's text, tool-call markup hidden
+    messages: list[dict]  # the turns this answer added (assistant and tool), as trace messages
+    searches: list[Search]
+    citations: list[str]  # ids of retrieved passages the text cites as `[id]`, in order of citation
+    finish: str  # stop | length | tool_calls
+    stop: str  # the engine's reason (answer, stopped, context, ...)
+    prompt_tokens: int
+    completion_tokens: int  # tokens the model wrote (tool results not counted)
+
+
+# The engine's reasons, in the words of an OpenAI `finish_reason`.
+FINISH = {
+    "answer": "stop",
+    "stopped": "stop",
+    "max_tool_calls": "stop",
+    "tool_calls": "tool_calls",
+    "max_new_tokens": "length",
+    "context": "length",
+}
+
+
+def speaks_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the chat template writes a tool call as `<|call|>{arguments}<|/call|>`, the format the engine
+    parses out of generated text."""
+    call = search_call("call_0", "probe", 1)
+    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    try:
+        text = tokenizer.apply_chat_template(probe, tools=[SEARCH_TOOL], tokenize=False)
+    except Exception:  # a foreign Jinja template can fail in any way on a tool call: it does not speak ours
+        return False
+    return f"{CALL}{call['function']['arguments']}{END_CALL}" in text
+
+
+def load_model(path: str, device: str = "auto"):
+    """(model, tokenizer) of a local Hugging Face checkpoint folder, on `device` (auto: a GPU if any)."""
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").exists():
+        raise DataError(
+            f"model={path}: no Hugging Face checkpoint here (config.json missing); train a student with "
+            "`cogcore distill` or set model=<folder of a checkpoint>"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.chat_template is None:
+        raise DataError(
+            f"model={path}: its tokenizer has no chat template, so a conversation cannot be rendered; use "
+            "a chat checkpoint or add a chat_template to its tokenizer_config.json"
+        )
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").to(device).eval()
+    return model, tokenizer
+
+
+def load_search(index: str, rcfg: DictConfig, collection: str | None) -> tuple[Searcher, str]:
+    """A searcher over one collection of the index at `index`, and a line describing it."""
+    from cogcore.retrieval.retriever import Retriever
+
+    retriever = Retriever.load(Path(index).expanduser(), rcfg)
+    names = list(retriever.collections)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    if collection is None and len(names) > 1:
+        raise DataError(
+            f"index={index} holds {len(names)} collections ({shown}); choose one with collection=<name>"
+        )
+    if collection is not None and collection not in retriever.collections:
+        raise DataError(f"collection={collection}: not in index={index}, which holds {shown}")
+    name = names[0] if collection is None else collection
+    count = len(retriever.collections[name].passages)
+    where = f"{index} ({count} passages" + (f" of collection {name})" if len(names) > 1 else ")")
+    return (lambda query, k: retriever.search(query, k, name)), where
+
+
+def load_assistant(cfg: DictConfig) -> Assistant:
+    """The checkpoint `model=`, searching `index=` (collection `collection=`) when the model speaks the tool
+    format and an index is given."""
+    model, tokenizer = load_model(cfg.model, cfg.device)
+    notes, search, tools = [], None, speaks_tools(tokenizer)
+    if not tools:
+        notes.append(
+            f"model={cfg.model}: its chat template does not write tool calls as {CALL}...{END_CALL}, "
+            "so it runs without the search tool"
+        )
+    elif cfg.index is None:
+        notes.append("index=null: no index, so every search here finds nothing")
+    else:
+        search, where = load_search(cfg.index, cfg.retriever, cfg.collection)
+        notes.append(f"searching {where}")
+    name = cfg.model_name or Path(cfg.model).expanduser().resolve().name
+    return Assistant(Engine(model, tokenizer, tools=[SEARCH_TOOL] if tools else []), search, name, notes)
+
+
+def generation_config(assistant: Assistant, cfg: DictConfig, **overrides) -> GenerationConfig:
+    # The answer's length is bounded by TextStream's max_tokens (what the model writes) and the window,
+    # so the engine's own budget, which also counts tool results, is the whole window.
+    settings = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, **overrides}
+    return GenerationConfig(
+        max_new_tokens=assistant.engine.context,
+        max_tool_calls=cfg.max_tool_calls,
+        k=cfg.k,
+        **settings,
+    )
+
+
+class TextStream:
+    """One answer's visible text as the model writes it, fed one sampled token at a time: tool-call markup
+    is hidden, turns are joined by a newline, and each new piece goes to `emit`. A `stop` string (held
+    back while it may still be forming, and never shown), `max_tokens` written tokens or a set `cancel`
+    event ends the answer: the call returns True and the engine stops the row."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        end_ids: set[int],
+        emit: Callable[[str], None] | None = None,
+        stop: list[str] | tuple[str, ...] = (),
+        max_tokens: int | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        self.tokenizer, self.end_ids, self.emit = tokenizer, end_ids, emit
+        self.stop, self.max_tokens = [s for s in stop if s], max_tokens
+        self.cancel = cancel or threading.Event()
+        self.text = ""  # emitted so far
+        self.finished = ""  # visible text of the finished turns
+        self.turn: list[int] = []
+        self.tokens = 0
+        self.reason: str | None = None  # stop | length, when this stream ended the answer
+
+    def __call__(self, token: int) -> bool:
+        self.tokens += 1
+        ended = token in self.end_ids
+        if not ended:
+            self.turn.append(token)
+        current = self._visible(complete=ended)
+        full = self.finished + ("\n" if self.finished and current else "") + current
+        if ended:
+            self.finished, self.turn = full, []
+        if self._advance(full):
+            return True
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            self._send(full[len(self.text) :])
+            self.reason = "length"
+            return True
+        return self.cancel.is_set()
+
+    def _visible(self, complete: bool) -> str:
+        text = self.tokenizer.decode(self.turn, skip_special_tokens=False).split(CALL)[0].lstrip()
+        # A character whose bytes are not all written yet decodes as U+FFFD: wait for the rest.
+        return text if complete else text.rstrip("\ufffd")
+
+    def _advance(self, full: str) -> bool:
+        hits = [i for i in (full.find(s, len(self.text)) for s in self.stop) if i >= 0]
+        if hits:
+            self._send(full[len(self.text) : min(hits)])
+            self.reason = "stop"
+            return True
+        # Hold back the longest tail that could still become a stop string.
+        hold = max(
+            (n for s in self.stop for n in range(1, len(s)) if full.endswith(s[:n])),
+            default=0,
+        )
+        self._send(full[len(self.text) : len(full) - hold])
+        return False
+
+    def _send(self, piece: str) -> None:
+        if piece:
+            self.text += piece
+            if self.emit is not None:
+                self.emit(piece)
+
+
+def citations(text: str, searches: list[Search]) -> list[str]:
+    """Ids of the retrieved passages that `text` cites as `[id]` (how tool results show them), in the
+    order the text first cites them."""
+    retrieved = {p["id"] for s in searches for p in s.passages}
+    found = {pid: text.find(f"[{pid}]") for pid in retrieved}
+    return sorted((pid for pid, at in found.items() if at >= 0), key=lambda pid: found[pid])
+
+
+def answer(
+    assistant: Assistant,
+    conversations: list[list[dict]],
+    gcfg: GenerationConfig,
+    streams: list[TextStream],
+    on_search: Callable[[int, Search], None] | None = None,
+) -> list[Reply]:
+    """Answer a batch of conversations in one engine call; `streams[i]` sees row i's tokens as they are
+    written and `on_search(i, search)` each search row i runs."""
+    searches: list[list[Search]] = [[] for _ in conversations]
+
+    def search(row: int, query: str, k: int) -> list[dict]:
+        # Without an index (or the tool) a call finds nothing.
+        passages = assistant.search(query, k) if assistant.search else []
+        searches[row].append(Search(query, k, passages))
+        if on_search is not None:
+            on_search(row, searches[row][-1])
+        return passages
+
+    outs = assistant.engine.generate(
+        conversations, search, gcfg, on_token=lambda row, token: streams[row](token)
+    )
+    return [
+        Reply(
+            text=stream.text,
+            messages=out["messages"][len(conversation) :],
+            searches=found,
+            citations=citations(stream.text, found),
+            finish=stream.reason or FINISH[out["stop"]],
+            stop=out["stop"],
+            prompt_tokens=out["prompt_tokens"],
+            completion_tokens=sum(out["sampled"]),
+        )
+        for conversation, out, stream, found in zip(conversations, outs, streams, searches, strict=True)
+    ]
+
+
+def fit_window(engine: Engine, messages: list[dict], budget: int) -> list[dict]:
+    """The conversation within `budget` prompt tokens: the oldest exchanges (a user turn and the turns
+    answering it) are dropped first; the system turn and the last user turn always stay, the last one cut
+    short when it alone is too long."""
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head) :]
+    starts = [i for i, m in enumerate(body) if m["role"] == "user"] or [0]
+    for start in starts:
+        kept = head + body[start:]
+        if len(engine.prompt(kept)) <= budget:
+            return kept
+    *rest, last = kept
+    ids = engine.encode(last["content"])
+    while True:
+        over = len(engine.prompt(rest + [last])) - budget
+        if over <= 0:
+            return rest + [last]
+        if over >= len(ids):
+            raise ValueError(
+                f"the model's window of {engine.context} tokens leaves {budget} for the conversation, "
+                "too few for the system prompt and a question; lower max_tokens"
+            )
+        ids = ids[: len(ids) - over]
+        last = {**last, "content": engine.tokenizer.decode(ids)}
+
+
+def window_budget(engine: Engine, max_tokens: int) -> int:
+    """Prompt tokens a conversation may take: the window minus room for the answer (at most half of it)."""
+    return engine.context - min(max_tokens, engine.context // 2)
+
+
+class Session:
+    """A multi-turn conversation with the assistant (`cogcore chat`): the history, kept within the
+    model's window, and the last answer."""
+
+    def __init__(self, assistant: Assistant, gcfg: GenerationConfig, max_tokens: int):
+        self.assistant, self.gcfg, self.max_tokens = assistant, gcfg, max_tokens
+        self.budget = window_budget(assistant.engine, max_tokens)
+        fit_window(assistant.engine, assistant.system() + [{"role": "user", "content": ""}], self.budget)
+        self.reset()
+
+    def reset(self) -> None:
+        self.history: list[dict] = self.assistant.system()
+        self.last: Reply | None = None
+
+    def ask(
+        self,
+        question: str,
+        emit: Callable[[str], None] | None = None,
+        on_search: Callable[[Search], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
+        engine = self.assistant.engine
+        conversation = fit_window(engine, self.history + [{"role": "user", "content": question}], self.budget)
+        stream = TextStream(engine.tokenizer, engine.end_ids, emit, max_tokens=self.max_tokens, cancel=cancel)
+        show = None if on_search is None else (lambda _, search: on_search(search))
+        (reply,) = answer(self.assistant, [conversation], self.gcfg, [stream], show)
+        self.history = conversation + reply.messages
+        self.last = reply
+        return reply
