@@ -1,9 +1,17 @@
 """`cogcore traces`: a teacher writes one trace per question into `<run_dir>/traces/`.
 
-    traces.jsonl    valid traces (the trace contract, validated before writing)
+Questions come from the synthetic world (`data=world`, the default: `<run_dir>/world/questions/`) or from
+your own file (`data=qa path=<file.jsonl>`: one {"question", "answers", "id"?, "type"?} per line, searched
+against the index `cogcore index docs=<folder>` built). The teacher is the oracle (worlds only), an
+OpenAI-compatible endpoint (`teacher=openai`) or a local checkpoint (`teacher=hf`). Every trace then goes
+through the filter (distill/filtering.py) before it is kept.
+
+    traces.jsonl    kept traces (valid, right, supported by what they retrieved, no duplicates)
     rejected.jsonl  {id, type, reason, detail, question, messages}: every question the teacher could not
-                    trace, with a short reason code, what happened, and the trace so far
-    manifest.json   teacher config, index, counts kept and rejected per question type and per reason
+                    trace or the filter refused, with a short reason code, what happened, and the trace so far
+    manifest.json   settings, counts kept and rejected per question type and per reason
+    cache/          teacher=openai: every response, by the sha256 of its request (a re-run calls nothing)
+    topk/           teacher=hf with teacher.topk > 0: the teacher's top-k log-probs of the kept traces
 
 Resumable: each record is appended and flushed as soon as it is finished, a re-run skips the ids
 already in either file, and a torn last line from a killed process is cut off and redone, so a crash
@@ -12,17 +20,32 @@ loses at most the records in flight and no id is ever written twice.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import DataError, JsonlAppender, atomic_write_json, read_json, read_jsonl, sha256_file
-from cogcore.core.trace import trace_errors
+from cogcore.core.io import (
+    DataError,
+    JsonlAppender,
+    atomic_write_json,
+    iter_jsonl,
+    read_json,
+    read_jsonl,
+    sha256_file,
+)
+from cogcore.distill.filtering import TraceFilter
+from cogcore.distill.teachers import drawn
+from cogcore.distill.teachers.hf import load_teacher, run_hf, save_topk
+from cogcore.distill.teachers.openai import EndpointError, run_openai
 from cogcore.distill.teachers.oracle import Rejected, oracle_trace
 from cogcore.retrieval.retriever import Retriever
+
+TEACHERS = ("oracle", "openai", "hf")
+# Teacher keys that do not shape a trace (where and how fast the teacher runs, what else it saves): a
+# resumed run may change them.
+RUNTIME_KEYS = ("client", "device", "topk", "topk_batch")
 
 
 def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dict]:
@@ -36,9 +59,70 @@ def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dic
     return questions[:limit] if limit else questions
 
 
-def _drawn(key: str, share: float) -> bool:
-    """A stable draw of `share` of the keys: the same questions whatever the batch size or resume point."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < share * 0x100000000
+def read_qa(path: str | Path, limit: int | None) -> list[dict]:
+    """Your own questions: one {"question", "answers", "id"?, "type"?} per line; a question without an id
+    gets `line-<n>`, one without a type `qa`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"path={path}: no such file; give a JSONL file with one {{question, answers}} per line"
+        )
+    questions, lines = [], {}
+    for lineno, record in iter_jsonl(path):
+        if not isinstance(record.get("question"), str) or not record["question"].strip():
+            raise DataError(f"{path}:{lineno}: needs a non-empty string 'question'")
+        answers = record.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DataError(
+                f"{path}:{lineno}: 'answers' must be a non-empty list of strings (the gold answers, e.g. "
+                '["Paris"]; ["unknown"] for a question the documents cannot answer)'
+            )
+        qid = str(record.get("id", f"line-{lineno}"))
+        if qid in lines:
+            raise DataError(
+                f"{path}:{lineno}: id {qid!r} is already used on line {lines[qid]}; make ids unique"
+            )
+        lines[qid] = lineno
+        questions.append(
+            {
+                "id": qid,
+                "type": str(record.get("type", "qa")),
+                "question": record["question"],
+                "answers": answers,
+            }
+        )
+    return questions[:limit] if limit else questions
+
+
+def load_inputs(cfg: DictConfig) -> tuple[list[dict], Retriever]:
+    """The questions the data config names, and the index to search for them."""
+    run_dir = Path(cfg.run_dir)
+    if cfg.data.name == "qa":
+        if OmegaConf.is_missing(cfg, "path"):
+            raise DataError("data=qa needs the questions file: cogcore traces data=qa path=<questions.jsonl>")
+        if cfg.teacher.name == "oracle":
+            raise DataError(
+                "teacher=oracle writes traces for synthetic-world questions only (data=world); "
+                "use teacher=openai or teacher=hf for data=qa"
+            )
+        questions = read_qa(cfg.data.path, cfg.limit)
+        retriever = Retriever.load(run_dir / "index", cfg.retriever)
+        if len(retriever.collections) != 1:
+            raise DataError(
+                f"{run_dir}/index holds {len(retriever.collections)} collections; data=qa questions search "
+                f"one: index your documents alone with `cogcore index docs=<folder> run_dir={run_dir}`"
+            )
+        return questions, retriever
+    if cfg.data.name != "world":
+        raise DataError(f"data={cfg.data.name}: choose data=world or data=qa")
+    corpus = run_dir / "world" / "corpus.jsonl"
+    if not corpus.exists():
+        raise DataError(
+            f"{corpus}: no world; run `cogcore world run_dir={run_dir}` and `cogcore index` first, "
+            "or trace your own questions with data=qa path=<questions.jsonl>"
+        )
+    questions = select_questions(run_dir / "world", cfg.split, cfg.limit)
+    return questions, Retriever.load(run_dir / "index", cfg.retriever, corpus_sha256=sha256_file(corpus))
 
 
 def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, batch_size: int, write) -> None:
@@ -49,7 +133,7 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
     active: dict[str, tuple[dict, object, tuple[str, int]]] = {}
 
     def start(question: dict) -> None:
-        offline = _drawn(question["id"], tcfg.unavailable_share)
+        offline = drawn(question["id"], tcfg.unavailable_share)
         gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt, tcfg.quote, offline)
         advance(question, gen, None)
 
@@ -83,23 +167,23 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
 
 
 def traces(cfg: DictConfig) -> Path:
-    run_dir = Path(cfg.run_dir)
-    out = run_dir / "traces"
-    corpus = run_dir / "world" / "corpus.jsonl"
-    if not corpus.exists():
-        raise DataError(
-            f"{corpus}: no world; run `cogcore world run_dir={run_dir}` and `cogcore index` first"
-        )
-    if cfg.teacher.name != "oracle":
-        raise DataError(f"teacher={cfg.teacher.name}: only the oracle teacher exists so far")
-    questions = select_questions(run_dir / "world", cfg.split, cfg.limit)
-    retriever = Retriever.load(run_dir / "index", cfg.retriever, corpus_sha256=sha256_file(corpus))
+    out = Path(cfg.run_dir) / "traces"
+    tcfg = cfg.teacher
+    if tcfg.name not in TEACHERS:
+        raise DataError(f"teacher={tcfg.name}: choose one of {', '.join(TEACHERS)}")
+    missing = sorted(OmegaConf.missing_keys(tcfg))  # full keys, e.g. teacher.model
+    if missing:
+        raise DataError(f"teacher={tcfg.name} needs {', '.join(missing)}: set it, e.g. {missing[0]}=...")
+    questions, retriever = load_inputs(cfg)
 
     # The settings that shape a trace; a resumed run must use the same ones, or the files would mix.
+    teacher = OmegaConf.to_container(tcfg, resolve=True)
     settings = {
-        "teacher": OmegaConf.to_container(cfg.teacher, resolve=True),
+        "teacher": {key: value for key, value in teacher.items() if key not in RUNTIME_KEYS},
         "retriever": OmegaConf.to_container(cfg.retriever, resolve=True),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
         "split": cfg.split,
+        "filter": OmegaConf.to_container(cfg.filter, resolve=True),
         "corpus_sha256": retriever.manifest["corpus_sha256"],
     }
     manifest_path = out / "manifest.json"
@@ -112,16 +196,21 @@ def traces(cfg: DictConfig) -> Path:
                 f"resume with the same settings, or write to another run_dir"
             )
     atomic_write_json(manifest_path, {"settings": settings, "complete": False})
+    model = tokenizer = None
+    if tcfg.name == "hf":
+        model, tokenizer = load_teacher(tcfg)
 
+    failures: list[str] = []
     with JsonlAppender(out / "traces.jsonl") as kept, JsonlAppender(out / "rejected.jsonl") as rejected:
         done = kept.ids | rejected.ids
         todo = [q for q in questions if q["id"] not in done]
+        keep = TraceFilter(cfg.filter, read_jsonl(kept.path))  # a resumed run knows what it kept
         bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="traces", unit="q")
-        counts = Counter()
+        counts, stats = Counter(), Counter()  # stats: the teacher's calls, cached, tokens, errors
 
         def write(question: dict, trace: dict | None, failure: Rejected | None = None) -> None:
-            if trace is not None and (errors := trace_errors(trace)):
-                failure = Rejected("invalid_trace", "; ".join(errors), trace["messages"])
+            if failure is None:
+                failure = keep.check(trace)
             if failure is None:
                 kept.write(trace)
                 counts["kept"] += 1
@@ -138,14 +227,28 @@ def traces(cfg: DictConfig) -> Path:
                 )
                 counts["rejected"] += 1
             bar.update()
-            bar.set_postfix(counts, refresh=False)
+            bar.set_postfix({**counts, **stats}, refresh=False)
 
-        run_oracle(todo, retriever, cfg.teacher, cfg.batch_size, write)
+        if tcfg.name == "oracle":
+            run_oracle(todo, retriever, tcfg, cfg.batch_size, write)
+        elif tcfg.name == "openai":
+            failures = run_openai(todo, retriever, tcfg, out / "cache", write, stats)
+        else:
+            run_hf(todo, retriever, tcfg, cfg.batch_size, write, model, tokenizer)
         bar.close()
 
+    if tcfg.name == "hf" and tcfg.topk:
+        scored = save_topk(out / "traces.jsonl", out / "topk", model, tokenizer, tcfg.topk, tcfg.topk_batch)
+        print(f"traces: top-{tcfg.topk} log-probs of {scored} traces -> {out / 'topk'}")
     manifest = summarize(out, settings, questions)
     atomic_write_json(manifest_path, manifest)
-    print(f"traces: {manifest['kept']} kept, {manifest['rejected']} rejected -> {out}")
+    teacher_stats = f" ({', '.join(f'{k} {v}' for k, v in sorted(stats.items()))})" if stats else ""
+    print(f"traces: {manifest['kept']} kept, {manifest['rejected']} rejected{teacher_stats} -> {out}")
+    if failures:
+        raise EndpointError(
+            f"traces: {len(failures)} questions got no response from {tcfg.client.base_url} (first: "
+            f"{failures[0]}); they are in neither file: run the same command again to retry them"
+        )
     return out
 
 
@@ -158,6 +261,7 @@ def summarize(out: Path, settings: dict, questions: list[dict]) -> dict:
         t: {
             "kept": sum(r["metadata"]["type"] == t for r in kept),
             "rejected": sum(r["type"] == t for r in rejected),
+            "rejected_by_reason": dict(Counter(r["reason"] for r in rejected if r["type"] == t)),
         }
         for t in types
     }
