@@ -16,7 +16,10 @@ JOBS = {
     "index": ("cogcore.retrieval.index", "index", "build the dense + BM25 index of a world or a folder"),
     "traces": ("cogcore.distill.traces", "traces", "write teacher traces for the questions"),
     "distill": ("cogcore.distill.train", "distill", "train the student on the traces (accelerate)"),
+    "eval": ("cogcore.evals.run", "evaluate", "score every system on K, R, T; write the leaderboard"),
     "pipeline": ("cogcore.core.pipeline", "pipeline", "run every stage in order: the demo"),
+    "chat": ("cogcore.core.terminal", "chat", "talk to the student in the terminal; it searches the index"),
+    "serve": ("cogcore.core.server", "serve", "serve a checkpoint behind an OpenAI-compatible API"),
 }
 
 USAGE = """usage: cogcore <job> [key=value ...] [-m] [--help]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-STAGES = ("world", "index", "traces", "distill")
+STAGES = ("world", "index", "traces", "distill", "eval")
 
 
 def pipeline(cfg: DictConfig) -> None:

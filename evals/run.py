@@ -1,0 +1,215 @@
+"""`cogcore eval`: every system on the same questions, every suite, then the leaderboard.
+
+Reads `<run_dir>/world/questions/<split>.jsonl` (or `eval.questions`, a user QA jsonl), the index, the
+student, and trains the closed-book baseline if it is asked for and missing. Writes `<run_dir>/evals/`:
+
+    results.json          per system and suite: summaries per question type, recall, G, timings
+    leaderboard.{md,json,png}
+    samples/<system>/<suite>.jsonl   every question with its trace, prediction and grade
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
+from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
+from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_suite
+
+
+def load_questions(path: Path, limit: int | None) -> list[dict]:
+    """World questions or a user QA file: each line needs `question` and `answers` (a list of aliases)."""
+    if not path.exists():
+        raise DataError(f"{path}: no questions; run `cogcore world` or set eval.questions=<file.jsonl>")
+    questions = []
+    for line, q in iter_jsonl(path):
+        if not isinstance(q.get("question"), str) or not q["question"].strip():
+            raise DataError(f"{path}:{line}: `question` must be a non-empty string")
+        answers = q.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DataError(f"{path}:{line}: `answers` must be a non-empty list of strings (gold aliases)")
+        questions.append({"id": q.get("id", f"{path.stem}-{line}"), "type": q.get("type", "qa"), **q})
+    return questions[:limit] if limit else questions
+
+
+def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cogcore.core.engine import Engine, GenerationConfig
+
+    if not (path / "config.json").exists():
+        raise DataError(f"{path}: no HF checkpoint here (config.json missing) for system {name!r}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    gen = GenerationConfig(max_new_tokens=ecfg.max_new_tokens, k=ecfg.k)
+    params = sum(p.numel() for p in model.parameters())
+    return cls(
+        name=name, engine=Engine(model, tokenizer), gen=gen, batch=ecfg.batch_size, params=params, **extra
+    )
+
+
+def build_systems(cfg: DictConfig) -> list:
+    from cogcore.evals.systems import ClosedBook, Oracle, RetrieveThenRead, ToolUser
+
+    ecfg, run_dir = cfg.eval, Path(cfg.run_dir)
+    systems = []
+    for name in ecfg.systems:
+        if name == "oracle":
+            systems.append(Oracle(k=ecfg.k))
+        elif name == "student":
+            systems.append(_tool_user(ToolUser, name, run_dir / "student", ecfg))
+        elif name == "retrieve_then_read":
+            systems.append(_tool_user(RetrieveThenRead, name, run_dir / "student", ecfg, k=ecfg.k))
+        elif name == "closed_book":
+            from cogcore.evals.baselines import train_closed_book
+
+            systems.append(_tool_user(ClosedBook, name, train_closed_book(cfg), ecfg))
+        else:
+            raise DataError(
+                f"eval.systems: unknown system {name!r}; choose from oracle, student, retrieve_then_read, "
+                "closed_book, or add it under eval.checkpoints.<name>=<path>"
+            )
+    for name, path in (ecfg.checkpoints or {}).items():
+        systems.append(_tool_user(ToolUser, name, Path(path), ecfg))
+    return systems
+
+
+def _ci(records: list[dict], seed: int) -> list[float]:
+    return list(bootstrap_ci([r["grade"] == CORRECT for r in records], seed=seed))
+
+
+def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) -> tuple[dict, dict]:
+    """The system's leaderboard entry and its graded records per suite."""
+    runs = {s: run_suite(system, s, questions, retriever, passages) for s in ecfg.suites}
+    summaries = {s: summarize(run["records"]) for s, run in runs.items()}
+    scores = {s: summaries[s]["overall"]["accuracy"] if s in summaries else None for s in SUITES}
+    scores["D"] = summaries["K"]["overall"]["deferral"] if "K" in summaries else None
+    scores["recall@5"] = scores["G"] = None
+    if "T" in runs and retriever is not None and system.searches:
+        scores["recall@5"] = recall_at_k(runs["T"]["records"], questions, retriever, ecfg.recall_k)
+    gap = {}
+    if "T" in runs and retriever is not None:
+        gap = compositionality_gap(system, runs["T"]["records"], questions, retriever, passages)
+        scores["G"] = gap["G"]
+    types = sorted({q["type"] for q in questions})
+    by_type = {
+        t: {
+            **{s: summaries[s][t]["accuracy"] for s in summaries},
+            "D": summaries["K"][t]["deferral"] if "K" in summaries else None,
+        }
+        for t in types
+    }
+    t_run = runs.get("T")
+    entry = {
+        "name": system.name,
+        "params": system.params,
+        "scores": scores,
+        "by_type": by_type,
+        "ci": {s: _ci(run["records"], ecfg.seed) for s, run in runs.items()},
+        "questions_per_s": len(questions) / t_run["seconds"] if t_run and t_run["seconds"] > 0 else None,
+        "grades": {
+            s: {k: summaries[s]["overall"][k] for k in ("correct", "incorrect", "not_attempted")}
+            for s in summaries
+        },
+        "gap": gap,
+    }
+    return entry, {s: run["records"] for s, run in runs.items()}
+
+
+def write_samples(out: Path, name: str, records: dict[str, list[dict]]) -> None:
+    for suite, rows in records.items():
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_text(out / "samples" / name / f"{suite}.jsonl", text)
+
+
+def contamination(cfg: DictConfig, questions: list[dict]) -> dict | None:
+    from cogcore.core.trace import read_traces
+    from cogcore.evals.contamination import check_contamination
+
+    traces = Path(cfg.run_dir) / "traces" / "traces.jsonl"
+    if not traces.exists():
+        return None
+    report = check_contamination(read_traces(traces), questions, cfg.eval.contamination_n, cfg.eval.max_leak)
+    return {
+        k: report[k]
+        for k in ("n", "questions", "leaked", "share", "leaked_in_user_turns", "exact_duplicates")
+    }
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    from cogcore.evals.leaderboard import write_leaderboard
+    from cogcore.retrieval.retriever import Retriever
+
+    ecfg, run_dir = cfg.eval, Path(cfg.run_dir)
+    out = run_dir / "evals"
+    if ecfg.backend == "lm_eval":
+        from cogcore.evals.lm_eval_tasks import run_lm_eval
+
+        return run_lm_eval(cfg)
+    if ecfg.backend != "native":
+        raise DataError(f"eval.backend={ecfg.backend!r}: choose native or lm_eval")
+
+    qpath = (
+        Path(ecfg.questions) if ecfg.questions else run_dir / "world" / "questions" / f"{ecfg.split}.jsonl"
+    )
+    questions = load_questions(qpath, ecfg.limit)
+    index = Path(ecfg.index) if ecfg.index else run_dir / "index"
+    corpus = run_dir / "world" / "corpus.jsonl"
+    retriever = None
+    if (index / "manifest.json").exists():
+        sha = sha256_file(corpus) if corpus.exists() and not ecfg.index else None
+        retriever = Retriever.load(index, cfg.retriever, corpus_sha256=sha)
+    passages = {p["id"]: p for c in (retriever.collections.values() if retriever else []) for p in c.passages}
+    missing = sorted({g for q in questions for g in q.get("gold_passages", []) if g not in passages})
+    if "R" in ecfg.suites and missing:
+        raise DataError(f"{qpath}: gold passages {missing[:5]} are not in the index {index}; rebuild it")
+    leak = contamination(cfg, questions)
+
+    systems = build_systems(cfg)
+    board = {"systems": [], "contamination": leak, "config": OmegaConf.to_container(ecfg, resolve=True)}
+    results = {"questions": str(qpath), "n": len(questions), "systems": {}}
+    for system in systems:
+        print(f"== eval {system.name}")
+        entry, records = evaluate_system(system, questions, retriever, passages, ecfg)
+        write_samples(out, system.name, records)
+        board["systems"].append(
+            {k: entry[k] for k in ("name", "params", "scores", "by_type", "ci", "questions_per_s")}
+        )
+        results["systems"][system.name] = entry
+        if system.name == "closed_book" and ecfg.closed_book.score_training_worlds:
+            board["systems"].append(closed_book_on_training(cfg, system, retriever, passages))
+    atomic_write_json(out / "results.json", results)
+    print(write_leaderboard(board, out))
+    return out
+
+
+def closed_book_on_training(cfg: DictConfig, system, retriever, passages) -> dict:
+    """The closed-book baseline on the training-world questions it was trained on: what memorising buys
+    on a world it has seen (K only; the contrast with the held-out K is the point)."""
+    from cogcore.evals.baselines import closed_book_questions
+
+    questions = closed_book_questions(Path(cfg.run_dir), cfg.eval.closed_book.worlds)
+    rng = np.random.default_rng(cfg.eval.seed)
+    n = min(len(questions), cfg.eval.closed_book.score_training_worlds)
+    questions = [questions[i] for i in sorted(rng.choice(len(questions), n, replace=False))]
+    records = run_suite(system, "K", questions, retriever, passages)["records"]
+    summary = summarize(records)
+    return {
+        "name": f"{system.name} (training worlds)",
+        "params": system.params,
+        "scores": {
+            "K": summary["overall"]["accuracy"],
+            "R": None,
+            "T": None,
+            "D": summary["overall"]["deferral"],
+            "recall@5": None,
+            "G": None,
+        },
+        "by_type": {t: {"K": s["accuracy"]} for t, s in summary.items() if t != "overall"},
+        "ci": {"K": _ci(records, cfg.eval.seed)},
+        "questions_per_s": None,
+    }

@@ -1,0 +1,136 @@
+"""The systems the leaderboard compares, all answering the same questions through one interface:
+
+    system.answer(questions, search) -> one trace per question (messages + "stop")
+
+where `search(row, query, k)` is the suite's search function (core/engine.py's SearchFn): it returns
+passages, or raises SearchUnavailable in the closed-book suite. A system that cannot search gets
+`search.gold(row)`, the question's gold passages, in its prompt in the reasoning suite (DESIGN, R).
+
+- `ToolUser`: any HF causal LM that speaks cogcore's tool protocol (the distilled student, or a
+  checkpoint by path), through the tool-loop engine.
+- `Oracle`: the oracle teacher, the ceiling: it knows which fact each hop needs, but states it only
+  once a search returned it; with the tool down it abstains.
+- `RetrieveThenRead`: a tool-using model given the top-k passages for the question itself as an
+  already-answered first search, and no further searches (one shot, no multi-step search).
+- `ClosedBook`: a model with no tool (the closed-book baseline), asked the question with its world
+  named, since the same name means different facts in different worlds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cogcore.core.engine import Engine, GenerationConfig, SearchFn
+from cogcore.core.tools import SYSTEM_PROMPT, UNAVAILABLE, SearchUnavailable, render_results, search_call
+from cogcore.distill.teachers.oracle import Rejected, oracle_trace
+
+CLOSED_BOOK_PROMPT = "Answer the question from memory. End with a line 'Answer: <answer>'."
+
+
+def closed_book_question(question: dict) -> str:
+    """The closed-book prompt of a question: its world named, as the tool users' searches name it."""
+    return (
+        f"In world {question['world']}: {question['question']}"
+        if "world" in question
+        else question["question"]
+    )
+
+
+def _conversation(question: dict, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question["question"]}]
+
+
+def _generate(engine: Engine, conversations: list[list[dict]], search, gen: GenerationConfig, batch: int):
+    out = []
+    for start in range(0, len(conversations), batch):
+        rows = conversations[start : start + batch]
+        out += engine.generate(rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
+    return [{"messages": r["messages"], "stop": r["stop"]} for r in out]
+
+
+@dataclass
+class ToolUser:
+    name: str
+    engine: Engine
+    gen: GenerationConfig
+    batch: int = 32
+    params: int | None = None
+    searches: bool = True
+
+    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+        return _generate(self.engine, [_conversation(q) for q in questions], search, self.gen, self.batch)
+
+
+@dataclass
+class RetrieveThenRead(ToolUser):
+    k: int = 3
+
+    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+        conversations = []
+        for row, q in enumerate(questions):
+            call = search_call("call_0", q["question"], self.k)
+            try:
+                results = render_results(search(row, q["question"], self.k))
+            except SearchUnavailable:
+                results = UNAVAILABLE
+            conversations.append(
+                _conversation(q)
+                + [
+                    {"role": "assistant", "content": "", "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": "call_0", "name": "search", "content": results},
+                ]
+            )
+        # max_tool_calls=0: a further search is answered "limit reached", a second one ends the answer.
+        one_shot = GenerationConfig(**{**self.gen.__dict__, "max_tool_calls": 0})
+        return _generate(self.engine, conversations, search, one_shot, self.batch)
+
+
+@dataclass
+class ClosedBook(ToolUser):
+    searches: bool = False
+
+    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+        conversations = []
+        for row, q in enumerate(questions):
+            user = closed_book_question(q)
+            if gold := getattr(search, "gold", None):  # the reasoning suite: the facts in the prompt
+                user = f"{render_results(gold(row))}\n{user}"
+            conversations.append(
+                [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": user}]
+            )
+        return _generate(self.engine, conversations, search, self.gen, self.batch)
+
+
+@dataclass
+class Oracle:
+    name: str = "oracle"
+    k: int = 3
+    reformulations: int = 2
+    params: int | None = None
+    searches: bool = True
+    quote: bool = True
+    stats: dict = field(default_factory=dict)
+
+    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+        return [self._one(row, q, search) for row, q in enumerate(questions)]
+
+    def _one(self, row: int, question: dict, search: SearchFn) -> dict:
+        gen = oracle_trace(question, self.k, self.reformulations, quote=self.quote)
+        passages = None
+        try:
+            while True:
+                query, k = gen.send(passages)
+                try:
+                    passages = search(row, query, k)
+                except SearchUnavailable:  # the tool is down: the oracle's offline trace abstains
+                    return {"messages": self._offline(question)["messages"], "stop": "answer"}
+        except StopIteration as done:
+            return {"messages": done.value["messages"], "stop": "answer"}
+        except Rejected as e:  # no phrasing found a needed passage: the oracle gives up, unanswered
+            return {"messages": e.messages, "stop": e.reason}
+
+    def _offline(self, question: dict) -> dict:
+        try:
+            next(oracle_trace(question, self.k, self.reformulations, quote=self.quote, offline=True))
+        except StopIteration as done:  # an offline trace returns before any search
+            return done.value

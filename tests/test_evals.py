@@ -1,0 +1,139 @@
+"""The eval suites, systems and leaderboard on the small world (DESIGN contract 5)."""
+
+import json
+import shutil
+
+import pytest
+from conftest import TINY_STUDENT, make_cfg
+
+from cogcore.core.io import DataError, read_jsonl
+from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable
+from cogcore.evals.contamination import ContaminationError
+from cogcore.evals.run import evaluate, load_questions
+from cogcore.evals.suites import compositionality_gap, hop_questions, run_suite, search_for
+from cogcore.evals.systems import Oracle
+from cogcore.retrieval.retriever import Retriever
+
+FAST_EVAL = (
+    "eval.batch_size=16",
+    "eval.max_new_tokens=120",
+    "eval.closed_book.worlds=2",
+    "eval.closed_book.score_training_worlds=10",
+    "++eval.closed_book.distill.max_steps=20",
+    "eval.closed_book.distill.seq_len=128",
+)
+
+
+@pytest.fixture(scope="module")
+def world(small_run):
+    cfg = make_cfg("eval", small_run)
+    retriever = Retriever.load(small_run / "index", cfg.retriever)
+    passages = {p["id"]: p for c in retriever.collections.values() for p in c.passages}
+    questions = read_jsonl(small_run / "world" / "questions" / "heldout.jsonl")
+    return questions, retriever, passages
+
+
+def test_suites_differ_only_in_what_search_returns(world):
+    questions, retriever, passages = world
+    q = next(i for i, q in enumerate(questions) if q["type"] == "compose")
+    with pytest.raises(SearchUnavailable):
+        search_for("K", questions, retriever, passages)(q, "anything", 3)
+    gold = search_for("R", questions, retriever, passages)(q, "anything", 3)
+    assert [p["id"] for p in gold] == questions[q]["gold_passages"]
+    live = search_for("T", questions, retriever, passages)(q, questions[q]["question"], 3)
+    assert len(live) == 3 and all(p["id"].startswith(questions[q]["world"] + "-") for p in live)
+    with pytest.raises(ValueError, match="unknown suite"):
+        search_for("X", questions, retriever, passages)
+
+
+def test_oracle_is_the_ceiling_and_defers_when_the_tool_is_down(world):
+    questions, retriever, passages = world
+    oracle = Oracle()
+    for suite in ("R", "T"):
+        records = run_suite(oracle, suite, questions, retriever, passages)["records"]
+        assert all(r["grade"] == "correct" for r in records), suite
+    k = run_suite(oracle, "K", questions, retriever, passages)["records"]
+    for r in k:  # closed book: it abstains, which is right only where there is no answer
+        assert r["prediction"] == UNKNOWN
+        assert r["grade"] == ("correct" if r["type"] == "unanswerable" else "not_attempted")
+        assert [m["content"] for m in r["messages"] if m["role"] == "tool"] == [UNAVAILABLE]
+
+
+class LookupsOnly:
+    """A scripted system that answers single-hop lookups right and every multi-hop question wrong."""
+
+    name, params, searches = "scripted", None, True
+
+    def __init__(self, by_question: dict[str, str]):
+        self.by_question = by_question
+
+    def answer(self, questions, search):
+        out = []
+        for q in questions:
+            answer = self.by_question.get(q["question"], "wrong")
+            out.append(
+                {"messages": [{"role": "assistant", "content": f"Answer: {answer}"}], "stop": "answer"}
+            )
+        return out
+
+
+def test_compositionality_gap_counts_multi_hop_failures_whose_hops_succeed(world):
+    questions, retriever, passages = world
+    multi = [q for q in questions if q["type"] in ("compose", "compare", "arithmetic")]
+    hops = {h["question"]: h["answers"][0] for q in multi for h in hop_questions(q)}
+    failed = [{"grade": "incorrect"} for _ in multi]
+    gap = compositionality_gap(LookupsOnly(hops), failed, multi, retriever, passages)
+    assert gap == {"G": 1.0, "failed_multi_hop": len(multi), "hops_all_correct": len(multi)}
+    # One wrong hop in the first question: that failure is no longer a pure composition failure.
+    first_hop = hop_questions(multi[0])[0]["question"]
+    gap = compositionality_gap(LookupsOnly({**hops, first_hop: "no"}), failed, multi, retriever, passages)
+    assert gap["hops_all_correct"] == len(multi) - 1
+    assert compositionality_gap(LookupsOnly({}), failed, multi, retriever, passages)["G"] == 0.0
+
+
+def test_questions_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"question": "Who?", "answers": ["A"]}\n{"question": "Why?", "answers": "B"}\n')
+    with pytest.raises(DataError, match=r"qa.jsonl:2: `answers` must be a non-empty list"):
+        load_questions(path, None)
+
+
+def test_eval_writes_the_leaderboard_and_every_sample(tiny_student, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_student, run_dir)
+    out = evaluate(make_cfg("eval", run_dir, *TINY_STUDENT, *FAST_EVAL, "eval.limit=15"))
+    board = json.loads((out / "leaderboard.json").read_text())
+    names = [s["name"] for s in board["systems"]]
+    assert names == [
+        "oracle",
+        "student",
+        "retrieve_then_read",
+        "closed_book",
+        "closed_book (training worlds)",
+    ]
+    assert board["contamination"]["leaked"] == 0
+    for s in board["systems"][:4]:
+        assert set(s["scores"]) == {"K", "R", "T", "D", "recall@5", "G"}
+        assert s["ci"]["T"][0] <= s["scores"]["T"] <= s["ci"]["T"][1]
+        for suite in ("K", "R", "T"):  # every number traces back to its samples
+            samples = read_jsonl(out / "samples" / s["name"] / f"{suite}.jsonl")
+            assert len(samples) == 15
+            assert sum(r["grade"] == "correct" for r in samples) / 15 == pytest.approx(s["scores"][suite])
+    oracle = board["systems"][0]["scores"]
+    assert oracle["T"] == oracle["R"] == 1.0 and oracle["D"] == 1.0 and oracle["recall@5"] == 1.0
+    assert board["systems"][3]["scores"]["recall@5"] is None  # the closed-book model never searches
+    student_k = read_jsonl(out / "samples" / "student" / "K.jsonl")
+    tool_turns = [m["content"] for r in student_k for m in r["messages"] if m["role"] == "tool"]
+    # closed book: a well-formed call is answered UNAVAILABLE, never with passages
+    assert all(t == UNAVAILABLE or t.startswith(("Error:", "Tool call limit")) for t in tool_turns)
+    md = (out / "leaderboard.md").read_text()
+    assert "| oracle | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+    assert (out / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_eval_fails_loudly_on_questions_the_training_traces_hold(tiny_student, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_student, run_dir)
+    cfg = make_cfg("eval", run_dir, "eval.split=train", "eval.systems=[oracle]", "eval.limit=10")
+    with pytest.raises(ContaminationError, match="share a 10-word n-gram"):
+        evaluate(cfg)
