@@ -30,10 +30,10 @@ from itertools import combinations
 from datasketch import MinHash, MinHashLSH
 from omegaconf import DictConfig
 
+from cogcore.core.answers import exact_match, normalize_answer, token_f1
 from cogcore.core.tools import UNKNOWN, final_answer
 from cogcore.core.trace import trace_errors
 from cogcore.distill.teachers.oracle import Rejected
-from cogcore.evals.scoring import exact_match, normalize_answer, token_f1
 
 MATCHES = ("em", "f1")
 NUM_PERM = 128

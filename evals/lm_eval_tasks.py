@@ -1,4 +1,4 @@
-"""The answer suites as lm-eval tasks, and `cogcore eval backend=lm_eval`.
+"""The answer suites as lm-eval tasks, and `cogcore eval eval.backend=lm_eval`.
 
 `export_tasks` writes, into one folder that lm-eval's `--include_path` (or `TaskManager(include_path=)`)
 reads:
@@ -172,7 +172,7 @@ def export_tasks(
 
 # --- the job -------------------------------------------------------------------------------------------
 def model_args(cfg: DictConfig) -> dict:
-    """The cogcore model's model_args for `cogcore eval backend=lm_eval`: the student of the run, and its
+    """The cogcore model's model_args for `cogcore eval eval.backend=lm_eval`: the student of the run, and its
     index for live search and the oracle's gold passages."""
     run_dir, ecfg = Path(cfg.run_dir), cfg.eval
     args = {
@@ -190,10 +190,11 @@ def model_args(cfg: DictConfig) -> dict:
 
 
 def run_lm_eval(cfg: DictConfig) -> Path:
-    """`cogcore eval backend=lm_eval`: export the suites (eval.suites) over the questions as lm-eval tasks,
-    run them and the standard lm-eval tasks named in eval.lm_eval.tasks through `lm_eval.simple_evaluate`,
-    and write lm-eval's results and samples files into `<run_dir>/evals/lm_eval/`. Returns the results
-    file (`results_<date>.json`; samples beside it as `samples_<task>_<date>.jsonl`)."""
+    """`cogcore eval eval.backend=lm_eval`: export the suites (eval.suites) over the questions as lm-eval
+    tasks, run them and the standard lm-eval tasks named in eval.lm_eval.tasks through
+    `lm_eval.simple_evaluate`, and write lm-eval's results and samples files into
+    `<run_dir>/evals/lm_eval/`. Returns the results file (`results_<date>.json`; samples beside it as
+    `samples_<task>_<date>.jsonl`)."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager

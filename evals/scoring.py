@@ -11,61 +11,17 @@ that never finishes raise its deferral score D.
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from cogcore.core.answers import aliases, exact_match, normalize_answer, token_f1  # noqa: F401 (re-exported: the scoring API)
 from cogcore.core.tools import UNKNOWN, final_answer
 
 CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not_attempted"
 GRADES = (CORRECT, INCORRECT, NOT_ATTEMPTED)
 
-_PUNCTUATION = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
-def _aliases(golds: str | Sequence[str]) -> list[str]:
-    # A bare string would otherwise be iterated character by character.
-    aliases = [golds] if isinstance(golds, str) else list(golds)
-    if not aliases:
-        raise ValueError("no gold answers to score against; a question needs at least one answer")
-    return aliases
-
-
-def exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold alias, else 0.0."""
-    if prediction is None:
-        return 0.0
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(g) for g in _aliases(golds)))
-
-
-def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    if not pred_tokens or not gold_tokens:
-        # SQuAD v2: an empty answer only matches an empty answer.
-        return float(pred_tokens == gold_tokens)
-    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def token_f1(prediction: str | None, golds: str | Sequence[str]) -> float:
-    """SQuAD token F1 (bag of normalised tokens), the best over the gold aliases."""
-    if prediction is None:
-        return 0.0
-    pred = normalize_answer(prediction).split()
-    return max(_f1(pred, normalize_answer(g).split()) for g in _aliases(golds))
 
 
 def abstained(prediction: str | None) -> bool:
@@ -81,7 +37,7 @@ def grade(prediction: str | None, golds: str | Sequence[str]) -> str:
     """
     if prediction is None:
         return INCORRECT
-    if any(normalize_answer(g) == UNKNOWN for g in _aliases(golds)):
+    if any(normalize_answer(g) == UNKNOWN for g in aliases(golds)):
         return CORRECT if abstained(prediction) else INCORRECT
     if abstained(prediction):
         return NOT_ATTEMPTED

@@ -1,0 +1,55 @@
+"""Answer matching, the one definition every stage uses: SQuAD-normalised exact match and token F1
+against a list of gold aliases. It lives in core so that trace filtering (distill) and scoring (evals)
+judge an answer the same way; evals/scoring.py builds the grades and scores on it.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def aliases(golds: str | Sequence[str]) -> list[str]:
+    # A bare string would otherwise be iterated character by character.
+    out = [golds] if isinstance(golds, str) else list(golds)
+    if not out:
+        raise ValueError("no gold answers to score against; a question needs at least one answer")
+    return out
+
+
+def exact_match(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold alias, else 0.0."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in aliases(golds)))
+
+
+def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    if not pred_tokens or not gold_tokens:
+        # SQuAD v2: an empty answer only matches an empty answer.
+        return float(pred_tokens == gold_tokens)
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str | None, golds: str | Sequence[str]) -> float:
+    """SQuAD token F1 (bag of normalised tokens), the best over the gold aliases."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction).split()
+    return max(_f1(pred, normalize_answer(g).split()) for g in aliases(golds))
