@@ -46,6 +46,7 @@ MICRO = (
     "distill.global_batch=4",
     "distill.micro_batch=2",
     "distill.warmup_steps=2",
+    "distill.precision=no",  # fp32 on every machine: exact-resume and multi-process comparisons
 )
 
 # MICRO trained for about 15 s on the small run's traces: a real checkpoint for end-to-end tests, which

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY_STUDENT, make_cfg
+from conftest import SMALL_WORLD, TINY_STUDENT, make_cfg
 
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable
@@ -137,3 +137,25 @@ def test_eval_fails_loudly_on_questions_the_training_traces_hold(tiny_student, t
     cfg = make_cfg("eval", run_dir, "eval.split=train", "eval.systems=[oracle]", "eval.limit=10")
     with pytest.raises(ContaminationError, match="share a 10-word n-gram"):
         evaluate(cfg)
+
+
+def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
+    """`cogcore pipeline` (make demo) on a tiny world: world -> index -> traces -> distill -> eval."""
+    from cogcore.core.pipeline import pipeline
+
+    overrides = (*SMALL_WORLD, *TINY_STUDENT, *FAST_EVAL, "eval.limit=10", "distill.max_steps=30")
+    pipeline(make_cfg("pipeline", tmp_path, *overrides))
+    printed = capsys.readouterr().out
+    for stage in ("world", "index", "traces", "distill", "eval"):
+        assert f"== {stage}\n" in printed
+    assert "| system | K | R | T | D | recall@5 | G | params | questions/s |" in printed
+    board = json.loads((tmp_path / "evals" / "leaderboard.json").read_text())
+    assert board["systems"][0]["name"] == "oracle" and board["systems"][0]["scores"]["T"] == 1.0
+    assert board["contamination"] == {
+        "n": 10,
+        "questions": 10,
+        "leaked": 0,
+        "share": 0.0,
+        "leaked_in_user_turns": 0,
+        "exact_duplicates": 0,
+    }
