@@ -198,6 +198,7 @@ def run_lm_eval(cfg: DictConfig) -> Path:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+    from lm_eval.utils import make_table
 
     import cogcore.evals.lm_eval_model  # noqa: F401  registers the `cogcore` model
 
@@ -221,4 +222,7 @@ def run_lm_eval(cfg: DictConfig) -> Path:
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    print(make_table(results))
+    if "groups" in results:
+        print(make_table(results, "groups"))
     return out / f"results_{tracker.date_id}.json"
