@@ -14,6 +14,9 @@ loss mask: only what the assistant writes is trained.
 
 from __future__ import annotations
 
+import json
+
+from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
 
 BOS = "<|bos|>"
@@ -94,3 +97,21 @@ def render(messages: list[dict], tools: list[dict] | None = None, add_generation
         add_generation_prompt=add_generation_prompt,
     )
     return rendered[0]
+
+
+def chat_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[dict]:
+    """`messages` as `tokenizer`'s chat template expects them. cogcore's template renders the JSON string
+    arguments of a trace as they are; other templates follow the transformers convention of dict arguments
+    (many would otherwise JSON-encode the string a second time)."""
+    if tokenizer.chat_template == CHAT_TEMPLATE:
+        return messages
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+                for c in m["tool_calls"]
+            ]
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from cogcore.core.chat import CALL, END_CALL
+from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -88,7 +88,9 @@ def parse_turn(text: str) -> tuple[str, list[dict]]:
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict], prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
+    return tokenizer.apply_chat_template(
+        chat_messages(tokenizer, messages), tools=tools, tokenize=False, add_generation_prompt=prompt
+    )
 
 
 class Engine:

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
 
-from cogcore.distill.tokenizer import chat_messages
+from cogcore.core.chat import chat_messages
 
 log = logging.getLogger(__name__)
 

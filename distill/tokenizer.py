@@ -9,7 +9,6 @@ tools=[SEARCH_TOOL])` renders exactly the token ids the trainer saw.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from cogcore.core.chat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS
+from cogcore.core.chat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, chat_messages
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
 
 _SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
@@ -65,24 +64,6 @@ def train_tokenizer(
     if out_dir is not None:
         tokenizer.save_pretrained(out_dir)
     return tokenizer
-
-
-def chat_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[dict]:
-    """`messages` as `tokenizer`'s chat template expects them. cogcore's template renders the JSON string
-    arguments of a trace as they are; other templates follow the transformers convention of dict arguments
-    (many would otherwise JSON-encode the string a second time)."""
-    if tokenizer.chat_template == CHAT_TEMPLATE:
-        return messages
-    out = []
-    for m in messages:
-        if m.get("tool_calls"):
-            calls = [
-                {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
-                for c in m["tool_calls"]
-            ]
-            m = {**m, "tool_calls": calls}
-        out.append(m)
-    return out
 
 
 # A probe conversation whose query and result text appear nowhere else in it, nor in any template by chance.
