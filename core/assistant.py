@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import CALL, END_CALL
+from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine, GenerationConfig
 from cogcore.core.io import DataError
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, search_call
@@ -79,25 +79,6 @@ def speaks_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
     except Exception:  # a foreign Jinja template can fail in any way on a tool call: it does not speak ours
         return False
     return f"{CALL}{call['function']['arguments']}{END_CALL}" in text
-
-
-def load_model(path: str, device: str = "auto"):
-    """(model, tokenizer) of a local Hugging Face checkpoint folder, on `device` (auto: a GPU if any)."""
-    folder = Path(path).expanduser()
-    if not (folder / "config.json").exists():
-        raise DataError(
-            f"model={path}: no Hugging Face checkpoint here (config.json missing); train a student with "
-            "`cogcore distill` or set model=<folder of a checkpoint>"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.chat_template is None:
-        raise DataError(
-            f"model={path}: its tokenizer has no chat template, so a conversation cannot be rendered; use "
-            "a chat checkpoint or add a chat_template to its tokenizer_config.json"
-        )
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").to(device).eval()
-    return model, tokenizer
 
 
 def load_search(index: str, rcfg: DictConfig, collection: str | None) -> tuple[Searcher, str]:

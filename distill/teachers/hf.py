@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.chat import CALL
+from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import CALL_LIMIT, Engine, GenerationConfig
 from cogcore.core.io import DataError, JsonlAppender, read_jsonl
 from cogcore.core.tools import (
@@ -53,22 +53,16 @@ STOPS = {"max_new_tokens": "length", "context": "length", "max_tool_calls": "max
 
 def load_teacher(tcfg: DictConfig):
     """(model, tokenizer) from `teacher.path`, on `teacher.device` (auto: the GPU when there is one)."""
-    path = Path(tcfg.path).expanduser()
-    if not (path / "config.json").exists():
-        raise DataError(
-            f"teacher.path={tcfg.path}: no checkpoint here (config.json missing); give the folder "
-            "of a local Hugging Face model"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if CALL not in tokenizer.get_vocab():
-        raise DataError(
-            f"teacher.path={tcfg.path}: its tokenizer has no {CALL} token, so the engine cannot see its tool "
-            "calls; teacher=hf runs checkpoints in cogcore's chat format. Serve this model with vLLM or "
-            "SGLang and use teacher=openai (see the README, 'Real teachers')"
-        )
-    device = tcfg.device if tcfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=tcfg.dtype).to(device).eval()
-    return model, tokenizer
+
+    def speaks_cogcore(tokenizer) -> None:
+        if CALL not in tokenizer.get_vocab():
+            raise DataError(
+                f"teacher.path={tcfg.path}: its tokenizer has no {CALL} token, so the engine cannot see its "
+                "tool calls; teacher=hf runs checkpoints in cogcore's chat format. Serve this model with "
+                "vLLM or SGLang and use teacher=openai (see the README, 'Real teachers')"
+            )
+
+    return load_model(tcfg.path, tcfg.device, tcfg.dtype, key="teacher.path", check=speaks_cogcore)
 
 
 def judge(messages: list[dict], stop: str, max_tool_calls: int) -> Rejected | None:
