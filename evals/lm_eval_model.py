@@ -93,7 +93,7 @@ class CogcoreLM(HFLM):
         if corpus:
             self.passages = {p["id"]: p for p in read_jsonl(corpus)}
         elif self.retriever is not None:
-            self.passages = {p["id"]: p for c in self.retriever.collections.values() for p in c.passages}
+            self.passages = self.retriever.passages_by_id()
         else:
             self.passages = None
         self.generation = GenerationConfig(

@@ -106,6 +106,10 @@ class Retriever:
             raise KeyError(f"no collection {name!r} in this index (it holds {len(self.collections)})")
         return self.collections[name]
 
+    def passages_by_id(self) -> dict[str, dict]:
+        """Every passage of every collection, by id (the gold passages of a question, looked up)."""
+        return {p["id"]: p for c in self.collections.values() for p in c.passages}
+
     def search(self, query: str, k: int = 5, collection: str | None = None) -> list[dict]:
         return self.search_batch([query], k, [collection])[0]
 

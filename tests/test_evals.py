@@ -28,7 +28,7 @@ FAST_EVAL = (
 def world(small_run):
     cfg = make_cfg("eval", small_run)
     retriever = Retriever.load(small_run / "index", cfg.retriever)
-    passages = {p["id"]: p for c in retriever.collections.values() for p in c.passages}
+    passages = retriever.passages_by_id()
     questions = read_jsonl(small_run / "world" / "questions" / "heldout.jsonl")
     return questions, retriever, passages
 
@@ -94,7 +94,7 @@ def test_compositionality_gap_counts_multi_hop_failures_whose_hops_succeed(world
 def test_questions_file_errors_name_the_line(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"question": "Who?", "answers": ["A"]}\n{"question": "Why?", "answers": "B"}\n')
-    with pytest.raises(DataError, match=r"qa.jsonl:2: `answers` must be a non-empty list"):
+    with pytest.raises(DataError, match=r"qa.jsonl:2: 'answers' must be a non-empty list"):
         load_questions(path, None)
 
 
