@@ -14,7 +14,7 @@ def drawn(key: str, share: float) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < share * 0x100000000
 
 
-def conversation(question: dict, system_prompt: str | None) -> list[dict]:
+def conversation(question: dict, system_prompt: str | None = None) -> list[dict]:
     """The opening turns: the system prompt (the config's, or the answer protocol of core/tools.py)."""
     return [
         {"role": "system", "content": system_prompt or SYSTEM_PROMPT},

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from cogcore.core.tools import ANSWER_PREFIX, SYSTEM_PROMPT, UNAVAILABLE, UNKNOWN, render_results, search_call
+from cogcore.core.tools import ANSWER_PREFIX, UNAVAILABLE, UNKNOWN, render_results, search_call
+from cogcore.distill.teachers import conversation, make_trace
 
 # Query phrasings per relation: the first is tried first, the rest are reformulations.
 QUERIES = {
@@ -129,10 +130,7 @@ def oracle_trace(
     restating it; copying a line is easier for a small student than rephrasing out of it.
     `offline`: the search tool is down for this question (its first call is answered `UNAVAILABLE`), and
     the trace abstains: what a student should do rather than answer from memory (the design's deferral)."""
-    messages: list[dict] = [
-        {"role": "system", "content": system_prompt or SYSTEM_PROMPT},
-        {"role": "user", "content": question["question"]},
-    ]
+    messages = conversation(question, system_prompt)
     calls = 0
     carried: list[str] = []  # reasoning sentences waiting for the next assistant turn
 
@@ -175,20 +173,10 @@ def oracle_trace(
                 return f"{fact} [{hop['passage']}]."
         return None
 
-    def finish(reasoning: str, answer: str, search: str = "live") -> dict:
+    def finish(reasoning: str, answer: str) -> dict:
         say(reasoning)
         messages.append({"role": "assistant", "content": " ".join(carried) + f"\n{ANSWER_PREFIX} {answer}"})
-        metadata = {
-            "question": question["question"],
-            "type": question["type"],
-            "answers": question["answers"],
-            "teacher": "oracle",
-            "world": question["world"],
-            "split": question["split"],
-            "gold_passages": question["gold_passages"],
-            "search": search,
-        }
-        return {"id": question["id"], "messages": messages, "metadata": metadata}
+        return make_trace(question, messages, "oracle", offline)
 
     def missed(hop: dict) -> Rejected:
         return Rejected(
@@ -207,7 +195,7 @@ def oracle_trace(
         messages.append({"role": "assistant", "content": " ".join(carried), "tool_calls": [call]})
         messages.append({"role": "tool", "tool_call_id": "call_0", "name": "search", "content": UNAVAILABLE})
         carried.clear()
-        return finish("The search tool is unavailable, so I cannot look this up.", UNKNOWN, "unavailable")
+        return finish("The search tool is unavailable, so I cannot look this up.", UNKNOWN)
 
     if qtype == "unanswerable":
         hop = hops[0]
