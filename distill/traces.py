@@ -21,6 +21,7 @@ loses at most the records in flight and no id is ever written twice.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -59,15 +60,10 @@ def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dic
     return questions[:limit] if limit else questions
 
 
-def read_qa(path: str | Path, limit: int | None) -> list[dict]:
-    """Your own questions: one {"question", "answers", "id"?, "type"?} per line; a question without an id
-    gets `line-<n>`, one without a type `qa`."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(
-            f"path={path}: no such file; give a JSONL file with one {{question, answers}} per line"
-        )
-    questions, lines = [], {}
+def iter_qa(path: Path) -> Iterator[dict]:
+    """The records of a question file, checked line by line: a non-empty `question`, `answers` a non-empty
+    list of strings, ids unique; `id` defaults to `line-<n>` and `type` to `qa`. Other fields are kept."""
+    lines = {}
     for lineno, record in iter_jsonl(path):
         if not isinstance(record.get("question"), str) or not record["question"].strip():
             raise DataError(f"{path}:{lineno}: needs a non-empty string 'question'")
@@ -83,14 +79,19 @@ def read_qa(path: str | Path, limit: int | None) -> list[dict]:
                 f"{path}:{lineno}: id {qid!r} is already used on line {lines[qid]}; make ids unique"
             )
         lines[qid] = lineno
-        questions.append(
-            {
-                "id": qid,
-                "type": str(record.get("type", "qa")),
-                "question": record["question"],
-                "answers": answers,
-            }
+        yield {**record, "id": qid, "type": str(record.get("type", "qa"))}
+
+
+def read_qa(path: str | Path, limit: int | None) -> list[dict]:
+    """Your own questions: one {"question", "answers", "id"?, "type"?} per line; a question without an id
+    gets `line-<n>`, one without a type `qa`. Only those fields are kept: a QA set searches one
+    collection, whatever `world` its lines may name."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"path={path}: no such file; give a JSONL file with one {{question, answers}} per line"
         )
+    questions = [{key: q[key] for key in ("id", "type", "question", "answers")} for q in iter_qa(path)]
     return questions[:limit] if limit else questions
 
 
