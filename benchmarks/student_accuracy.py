@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from hydra import compose, initialize_config_module
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine, GenerationConfig
 from cogcore.core.io import read_jsonl
-from cogcore.core.tools import SYSTEM_PROMPT
-from cogcore.evals.scoring import score, summarize
+from cogcore.evals.scoring import summarize
+from cogcore.evals.suites import run_suite
+from cogcore.evals.systems import ToolUser
 from cogcore.retrieval.retriever import Retriever
 
 
@@ -35,38 +35,23 @@ def main() -> None:
     with initialize_config_module("cogcore.conf", version_base=None):
         rcfg = compose("index", [f"run_dir={args.run_dir}"]).retriever
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
-    tokenizer = AutoTokenizer.from_pretrained(f"{args.run_dir}/student")
-    model = AutoModelForCausalLM.from_pretrained(f"{args.run_dir}/student").eval()
-    engine = Engine(model, tokenizer)
+    model, tokenizer = load_model(f"{args.run_dir}/student")
+    gen = GenerationConfig(max_new_tokens=600, k=args.k)
+    student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions
 
-    records, searches, stops = [], defaultdict(list), defaultdict(int)
-    started = time.perf_counter()
-    for start in range(0, len(questions), args.batch):
-        batch = questions[start : start + args.batch]
-        conversations = [
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q["question"]}]
-            for q in batch
-        ]
-        outs = engine.generate(
-            conversations,
-            lambda row, query, k, batch=batch: retriever.search(query, k, batch[row]["world"]),
-            GenerationConfig(max_new_tokens=600, k=args.k),
-        )
-        for q, out in zip(batch, outs, strict=True):
-            last = out["messages"][-1]
-            records.append(score(last["content"] if last["role"] == "assistant" else None, q))
-            searches[q["type"]].append(out["tool_calls"])
-            stops[out["stop"]] += 1
-    seconds = time.perf_counter() - started
-    summary = summarize(records)
+    # The T suite of `cogcore eval`: live search in each question's own world.
+    run = run_suite(student, "T", questions, retriever, {})
+    searches = defaultdict(list)
+    for r in run["records"]:
+        searches[r["type"]].append(sum(m["role"] == "tool" for m in r["messages"]))
     report = {
         "questions": len(questions),
-        "accuracy": {t: round(s["accuracy"], 3) for t, s in summary.items()},
+        "accuracy": {t: round(s["accuracy"], 3) for t, s in summarize(run["records"]).items()},
         "searches_per_question": {t: round(sum(v) / len(v), 2) for t, v in sorted(searches.items())},
-        "stops": dict(stops),
-        "questions_per_s": round(len(questions) / seconds, 2),
+        "stops": dict(Counter(r["stop"] for r in run["records"])),
+        "questions_per_s": round(len(questions) / run["seconds"], 2),
     }
     print(json.dumps(report, indent=2))
 

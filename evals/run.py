@@ -16,35 +16,27 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
+from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, sha256_file
 from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
 from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_suite
 
 
 def load_questions(path: Path, limit: int | None) -> list[dict]:
-    """World questions or a user QA file: each line needs `question` and `answers` (a list of aliases)."""
+    """World questions or a user QA file (checked line by line as `cogcore traces data=qa` checks it), with
+    every field kept: `world`, `gold_passages` and `hops` are what the suites need."""
+    from cogcore.distill.traces import iter_qa
+
     if not path.exists():
         raise DataError(f"{path}: no questions; run `cogcore world` or set eval.questions=<file.jsonl>")
-    questions = []
-    for line, q in iter_jsonl(path):
-        if not isinstance(q.get("question"), str) or not q["question"].strip():
-            raise DataError(f"{path}:{line}: `question` must be a non-empty string")
-        answers = q.get("answers")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            raise DataError(f"{path}:{line}: `answers` must be a non-empty list of strings (gold aliases)")
-        questions.append({"id": q.get("id", f"{path.stem}-{line}"), "type": q.get("type", "qa"), **q})
+    questions = list(iter_qa(path))
     return questions[:limit] if limit else questions
 
 
 def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from cogcore.core.checkpoint import load_model
     from cogcore.core.engine import Engine, GenerationConfig
 
-    if not (path / "config.json").exists():
-        raise DataError(f"{path}: no HF checkpoint here (config.json missing) for system {name!r}")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    model, tokenizer = load_model(path, key=f"eval.checkpoints.{name}" if name in ecfg.checkpoints else name)
     gen = GenerationConfig(max_new_tokens=ecfg.max_new_tokens, k=ecfg.k)
     params = sum(p.numel() for p in model.parameters())
     return cls(
@@ -120,6 +112,11 @@ def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) ->
     return entry, {s: run["records"] for s, run in runs.items()}
 
 
+def _board_entry(entry: dict) -> dict:
+    """What the leaderboard shows of a system's entry (results.json keeps the rest)."""
+    return {k: entry[k] for k in ("name", "params", "scores", "by_type", "ci", "questions_per_s")}
+
+
 def write_samples(out: Path, name: str, records: dict[str, list[dict]]) -> None:
     for suite, rows in records.items():
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -163,7 +160,7 @@ def evaluate(cfg: DictConfig) -> Path:
     if (index / "manifest.json").exists():
         sha = sha256_file(corpus) if corpus.exists() and not ecfg.index else None
         retriever = Retriever.load(index, cfg.retriever, corpus_sha256=sha)
-    passages = {p["id"]: p for c in (retriever.collections.values() if retriever else []) for p in c.passages}
+    passages = retriever.passages_by_id() if retriever else {}
     missing = sorted({g for q in questions for g in q.get("gold_passages", []) if g not in passages})
     if "R" in ecfg.suites and missing:
         raise DataError(f"{qpath}: gold passages {missing[:5]} are not in the index {index}; rebuild it")
@@ -176,9 +173,7 @@ def evaluate(cfg: DictConfig) -> Path:
         print(f"== eval {system.name}")
         entry, records = evaluate_system(system, questions, retriever, passages, ecfg)
         write_samples(out, system.name, records)
-        board["systems"].append(
-            {k: entry[k] for k in ("name", "params", "scores", "by_type", "ci", "questions_per_s")}
-        )
+        board["systems"].append(_board_entry(entry))
         results["systems"][system.name] = entry
         if system.name == "closed_book" and ecfg.closed_book.score_training_worlds:
             board["systems"].append(closed_book_on_training(cfg, system, retriever, passages))
@@ -196,20 +191,6 @@ def closed_book_on_training(cfg: DictConfig, system, retriever, passages) -> dic
     rng = np.random.default_rng(cfg.eval.seed)
     n = min(len(questions), cfg.eval.closed_book.score_training_worlds)
     questions = [questions[i] for i in sorted(rng.choice(len(questions), n, replace=False))]
-    records = run_suite(system, "K", questions, retriever, passages)["records"]
-    summary = summarize(records)
-    return {
-        "name": f"{system.name} (training worlds)",
-        "params": system.params,
-        "scores": {
-            "K": summary["overall"]["accuracy"],
-            "R": None,
-            "T": None,
-            "D": summary["overall"]["deferral"],
-            "recall@5": None,
-            "G": None,
-        },
-        "by_type": {t: {"K": s["accuracy"]} for t, s in summary.items() if t != "overall"},
-        "ci": {"K": _ci(records, cfg.eval.seed)},
-        "questions_per_s": None,
-    }
+    k_only = OmegaConf.merge(cfg.eval, {"suites": ["K"]})
+    entry, _ = evaluate_system(system, questions, retriever, passages, k_only)
+    return {**_board_entry(entry), "name": f"{system.name} (training worlds)"}

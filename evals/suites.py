@@ -27,12 +27,12 @@ MULTI_HOP = ("compose", "compare", "arithmetic")
 
 
 def search_for(
-    suite: str, questions: list[dict], retriever, passages: dict[str, dict], default_collection=None
+    suite: str, questions: list[dict], retriever, passages: dict[str, dict]
 ):
     """The suite's search function over `questions` (row i is questions[i])."""
 
     def collection(row: int):
-        return questions[row].get("world", default_collection)
+        return questions[row].get("world")
 
     def gold(row: int) -> list[dict]:
         return [passages[pid] for pid in questions[row].get("gold_passages", [])]

@@ -18,10 +18,11 @@ passages, or raises SearchUnavailable in the closed-book suite. A system that ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from cogcore.core.engine import Engine, GenerationConfig, SearchFn
-from cogcore.core.tools import SYSTEM_PROMPT, UNAVAILABLE, SearchUnavailable, render_results, search_call
+from cogcore.core.tools import UNAVAILABLE, SearchUnavailable, render_results, search_call
+from cogcore.distill.teachers import conversation
 from cogcore.distill.teachers.oracle import Rejected, oracle_trace
 
 CLOSED_BOOK_PROMPT = "Answer the question from memory. End with a line 'Answer: <answer>'."
@@ -34,10 +35,6 @@ def closed_book_question(question: dict) -> str:
         if "world" in question
         else question["question"]
     )
-
-
-def _conversation(question: dict, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question["question"]}]
 
 
 def _generate(engine: Engine, conversations: list[list[dict]], search, gen: GenerationConfig, batch: int):
@@ -58,7 +55,7 @@ class ToolUser:
     searches: bool = True
 
     def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
-        return _generate(self.engine, [_conversation(q) for q in questions], search, self.gen, self.batch)
+        return _generate(self.engine, [conversation(q) for q in questions], search, self.gen, self.batch)
 
 
 @dataclass
@@ -74,14 +71,14 @@ class RetrieveThenRead(ToolUser):
             except SearchUnavailable:
                 results = UNAVAILABLE
             conversations.append(
-                _conversation(q)
+                conversation(q)
                 + [
                     {"role": "assistant", "content": "", "tool_calls": [call]},
                     {"role": "tool", "tool_call_id": "call_0", "name": "search", "content": results},
                 ]
             )
         # max_tool_calls=0: a further search is answered "limit reached", a second one ends the answer.
-        one_shot = GenerationConfig(**{**self.gen.__dict__, "max_tool_calls": 0})
+        one_shot = replace(self.gen, max_tool_calls=0)
         return _generate(self.engine, conversations, search, one_shot, self.batch)
 
 
@@ -109,7 +106,6 @@ class Oracle:
     params: int | None = None
     searches: bool = True
     quote: bool = True
-    stats: dict = field(default_factory=dict)
 
     def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
         return [self._one(row, q, search) for row, q in enumerate(questions)]
