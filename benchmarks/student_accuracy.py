@@ -1,7 +1,8 @@
 """Accuracy of a trained student on held-out-world questions, answered through the tool-loop engine
 with live retrieval (the student searches its world's collection of the index).
 
-    .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32]
+    .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32] \
+        [--samples out.jsonl]
 
 Graded by cogcore.evals.scoring (SQuAD-normalised exact match of the final `Answer:` line; `unknown`
 is correct only for unanswerable questions), per question type.
@@ -17,7 +18,7 @@ from hydra import compose, initialize_config_module
 
 from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine, GenerationConfig
-from cogcore.core.io import read_jsonl
+from cogcore.core.io import read_jsonl, write_jsonl
 from cogcore.evals.scoring import summarize
 from cogcore.evals.suites import run_suite
 from cogcore.evals.systems import ToolUser
@@ -27,6 +28,7 @@ from cogcore.retrieval.retriever import Retriever
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument("--samples", help="write every question's record (trace, prediction, grade) here")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=3)
@@ -53,6 +55,8 @@ def main() -> None:
         "stops": dict(Counter(r["stop"] for r in run["records"])),
         "questions_per_s": round(len(questions) / run["seconds"], 2),
     }
+    if args.samples:
+        write_jsonl(args.samples, run["records"])
     print(json.dumps(report, indent=2))
 
 

@@ -7,7 +7,9 @@ its whole `Answer:` line, given the correct trace so far (no generation, no retr
         --traces runs/ho/traces/traces.jsonl
 
 Where the answer line fails while the tokens before it succeed, the student cannot copy the object out
-of the tool result (BENCHMARKS.md).
+of the tool result (BENCHMARKS.md). `copy_top1` probes that skill alone: the share of tokens predicted
+right in the second half of random token runs shown twice (`distill.data.copy_drills`, unseen seed);
+a student without induction heads scores about 0.
 """
 
 from __future__ import annotations
@@ -21,7 +23,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.tools import ANSWER_PREFIX, SEARCH_TOOL
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import encode_trace
+from cogcore.distill.data import copy_drills, encode_trace
+
+
+def copy_top1(model, tokenizer, n_tokens: int = 4_000, seed: int = 12_345) -> float:
+    """Top-1 accuracy on the trained (repeated) tokens of copy drills the student never saw."""
+    vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    right = total = 0
+    for ids, mask in copy_drills(n_tokens, vocab, tokenizer.bos_token_id, 8, 48, seed):
+        with torch.no_grad():
+            predicted = model(torch.tensor([ids]), use_cache=False).logits[0].argmax(-1)
+        hit = predicted[:-1] == torch.tensor(ids[1:])
+        trained = torch.tensor(mask[1:], dtype=torch.bool)
+        right += int(hit[trained].sum())
+        total += int(trained.sum())
+    return right / total
 
 
 def main() -> None:
@@ -55,6 +71,7 @@ def main() -> None:
         }
         for kind in sorted(answers)
     }
+    report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
     print(json.dumps(report, indent=2))
 
 

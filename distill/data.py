@@ -192,10 +192,60 @@ def pack(examples: Sequence[tuple[list[int], list[int]]], seq_len: int, pad_id: 
 
 
 def pack_traces(
-    tokenizer: PreTrainedTokenizerBase, traces: Sequence[dict], tools: list[dict], seq_len: int, seed: int
+    tokenizer: PreTrainedTokenizerBase,
+    traces: Sequence[dict],
+    tools: list[dict],
+    seq_len: int,
+    seed: int,
+    drills: float = 0.0,
+    drill_len: tuple[int, int] = (8, 48),
 ) -> PackedRows:
-    """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`)."""
+    """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
+    copy drills (`copy_drills`) making up a share `drills` of all tokens."""
+    examples = [encode_trace(tokenizer, t, tools) for t in traces]
+    if drills > 0:
+        if not 0 < drills < 1:
+            raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
+        n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
+        examples += copy_drills(n_tokens, drill_vocab(tokenizer), tokenizer.bos_token_id, *drill_len, seed)
+    return pack(examples, seq_len, _pad_id(tokenizer), seed)
+
+
+def pack_drills(
+    tokenizer: PreTrainedTokenizerBase, n_rows: int, seq_len: int, drill_len: tuple[int, int], seed: int
+) -> PackedRows:
+    """At least `n_rows` rows of `seq_len` tokens holding copy drills only (the copy warm-up's data)."""
+    vocab, bos = drill_vocab(tokenizer), tokenizer.bos_token_id
+    drills = copy_drills(n_rows * seq_len, vocab, bos, *drill_len, seed=f"warmup-{seed}")
+    return pack(drills, seq_len, _pad_id(tokenizer), seed)
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     # Pad tokens carry no loss and nothing outside the pad tail attends to them, so any valid id will do
     # where the tokenizer has no pad token (many pretrained ones).
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return pack([encode_trace(tokenizer, t, tools) for t in traces], seq_len, pad_id, seed)
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def drill_vocab(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids a drill draws from: every token but the special ones."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
+def copy_drills(
+    n_tokens: int, vocab: Sequence[int], bos_id: int, min_len: int, max_len: int, seed: int | str
+) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, loss_mask) drills of about `n_tokens` tokens in all: `<|bos|>`, a random run of
+    `vocab` ids, and the same run again, trained on the repeat (after its first token, which nothing
+    predicts). Only copying lowers their loss, so they teach a from-scratch student the induction heads it
+    needs to copy names and numbers out of tool results, a skill pre-training gives larger models."""
+    rng = random.Random(f"drills-{seed}")
+    if not 1 <= min_len <= max_len:
+        raise ValueError(f"copy drills of {min_len} to {max_len} tokens: use 1 <= min_len <= max_len")
+    drills, made = [], 0
+    while made < n_tokens:
+        run = rng.choices(vocab, k=rng.randint(min_len, max_len))
+        ids = [bos_id, *run, *run]
+        drills.append((ids, [0] * (len(run) + 2) + [1] * (len(run) - 1)))
+        made += len(ids)
+    return drills

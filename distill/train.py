@@ -4,8 +4,11 @@
     accelerate launch --num_processes 8 -m cogcore.core.cli distill student=llama_1b   # DDP/FSDP/DeepSpeed
     torchrun --nproc_per_node 2 -m cogcore.core.cli distill         # 2 CPU processes (gloo)
 
-The data order is a pure function of (seed, step): step s takes global batch s of a per-epoch
-permutation of the packed rows, and each process takes its contiguous share of that batch. The loss of a
+Training runs in phases: an optional copy warm-up (`distill.copy_drills.warmup_steps` steps on short rows
+of copy drills, which teach a from-scratch student to copy from its context before it meets the traces),
+then the traces. The data order is a pure function of (seed, step): step s is step i of its phase and
+takes global batch i of a per-epoch permutation of that phase's packed rows, and each process takes its
+contiguous share of that batch. The loss of a
 step is normalised by the trained tokens of the whole global batch, so 1 process and N processes with
 the same global batch compute the same gradient. A checkpoint (model, optimizer, scheduler, RNG states
 and the step, which is the data position) is written under a temporary name and renamed; after a kill at
@@ -23,6 +26,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +38,7 @@ from transformers import get_scheduler
 from cogcore.core.io import DataError, atomic_write_json, read_json, read_jsonl
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import PackedRows, pack_traces
+from cogcore.distill.data import PackedRows, pack_drills, pack_traces
 from cogcore.distill.losses import distill_loss
 from cogcore.distill.student import build_student, count_parameters, load_tokenizer
 
@@ -55,6 +59,26 @@ def batch_rows(step: int, n_rows: int, global_batch: int, seed: int) -> list[int
     epoch, index = divmod(step, per_epoch)
     order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     return order[index * global_batch : (index + 1) * global_batch].tolist()
+
+
+@dataclass
+class Phase:
+    """A stretch of training on one set of packed rows, with its own batch shape."""
+
+    name: str
+    rows: PackedRows
+    global_batch: int  # rows per optimizer step, over all processes
+    micro_batch: int  # rows per forward pass and process
+    steps: int
+
+
+def phase_at(phases: list[Phase], step: int) -> tuple[Phase, int]:
+    """The phase global step `step` falls in, and the step's index within it."""
+    for phase in phases:
+        if step < phase.steps:
+            return phase, step
+        step -= phase.steps
+    raise IndexError(f"step {step} is past the last phase")
 
 
 def precision(dcfg: DictConfig) -> str:
@@ -154,7 +178,8 @@ class Metrics:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.writer:
             for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+                if isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, step)
 
 
 def load_teacher(dcfg: DictConfig, student_vocab: int, accelerator: Accelerator):
@@ -269,7 +294,11 @@ def distill(cfg: DictConfig) -> Path:
 
     traces = list(read_traces(traces_path))
     train_traces, val_traces = split_traces(traces, dcfg.heldout_share, dcfg.seed)
-    rows = pack_traces(tokenizer, train_traces, TOOLS, dcfg.seq_len, dcfg.seed)
+    drills = dcfg.copy_drills
+    drill_len = (drills.min_len, drills.max_len)
+    rows = pack_traces(
+        tokenizer, train_traces, TOOLS, dcfg.seq_len, dcfg.seed, drills=drills.share, drill_len=drill_len
+    )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 
     world = accelerator.num_processes
@@ -282,8 +311,17 @@ def distill(cfg: DictConfig) -> Path:
         raise DataError(
             f"only {len(rows)} packed rows for distill.global_batch={dcfg.global_batch}; lower it"
         )
-    steps_per_epoch = len(rows) // dcfg.global_batch
-    total_steps = dcfg.max_steps or dcfg.epochs * steps_per_epoch
+    trace_steps = dcfg.max_steps or dcfg.epochs * (len(rows) // dcfg.global_batch)
+    phases = [Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, trace_steps)]
+    if drills.warmup_steps:
+        if drills.rows % world:
+            raise DataError(
+                f"distill.copy_drills.rows={drills.rows} must be a multiple of the {world} process(es)"
+            )
+        n_rows = drills.warmup_steps * drills.rows
+        drill_rows = pack_drills(tokenizer, n_rows, drills.row_len, drill_len, dcfg.seed)
+        phases.insert(0, Phase("copy", drill_rows, drills.rows, drills.rows // world, drills.warmup_steps))
+    total_steps = sum(p.steps for p in phases)
 
     model = build_student(cfg.student, tokenizer)
     n_params = count_parameters(model)
@@ -310,21 +348,24 @@ def distill(cfg: DictConfig) -> Path:
         print(
             f"distill: {n_params / 1e6:.2f}M parameters, {len(rows)} rows of {dcfg.seq_len} tokens "
             f"({rows.efficiency:.1%} filled, {rows.n_dropped} traces too long), {total_steps} steps"
+            + (f" ({drills.warmup_steps} of copy warm-up first)" if drills.warmup_steps else "")
             + (f", resuming at step {step}" if step else "")
         )
 
-    share = dcfg.global_batch // world
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", disable=not main)
     started, tokens_seen = time.perf_counter(), 0
     while step < total_steps:
-        indices = batch_rows(step, len(rows), dcfg.global_batch, dcfg.seed)
-        global_tokens = rows.loss_mask[indices][:, 1:].sum().item()
+        phase, index = phase_at(phases, step)
+        bar.set_description(f"distill ({phase.name})", refresh=False)
+        indices = batch_rows(index, len(phase.rows), phase.global_batch, dcfg.seed)
+        global_tokens = phase.rows.loss_mask[indices][:, 1:].sum().item()
+        share = phase.global_batch // world
         mine = indices[accelerator.process_index * share : (accelerator.process_index + 1) * share]
         loss_sum = torch.zeros((), device=accelerator.device)
-        micro = [mine[i : i + dcfg.micro_batch] for i in range(0, share, dcfg.micro_batch)]
+        micro = [mine[i : i + phase.micro_batch] for i in range(0, share, phase.micro_batch)]
         for j, part in enumerate(micro):
-            batch = _batch(rows, part, accelerator.device)
+            batch = _batch(phase.rows, part, accelerator.device)
             sync = accelerator.no_sync(model) if j + 1 < len(micro) else contextlib.nullcontext()
             with sync, accelerator.autocast():
                 summed, _ = step_loss(model, teacher, batch, dcfg)
@@ -339,11 +380,12 @@ def distill(cfg: DictConfig) -> Path:
         step += 1
 
         loss = accelerator.reduce(loss_sum, reduction="sum").item() / global_tokens
-        tokens_seen += int(rows.input_ids[indices].numel())
+        tokens_seen += int(phase.rows.input_ids[indices].numel())
         rate = tokens_seen / (time.perf_counter() - started)
         bar.update()
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
         record = {
+            "phase": phase.name,
             "loss": loss,
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": float(grad_norm),
@@ -365,6 +407,7 @@ def distill(cfg: DictConfig) -> Path:
             {
                 "parameters": n_params,
                 "steps": total_steps,
+                "copy_warmup_steps": drills.warmup_steps,
                 "train_traces": rows.n_traces,
                 "heldout_traces": len(val_traces),
                 "seq_len": dcfg.seq_len,

@@ -23,7 +23,6 @@ CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not_attempted"
 GRADES = (CORRECT, INCORRECT, NOT_ATTEMPTED)
 
 
-
 def abstained(prediction: str | None) -> bool:
     """Whether the prediction is the abstention `unknown` (contract 3)."""
     return prediction is not None and normalize_answer(prediction) == UNKNOWN

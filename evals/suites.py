@@ -26,9 +26,7 @@ SUITES = ("K", "R", "T")
 MULTI_HOP = ("compose", "compare", "arithmetic")
 
 
-def search_for(
-    suite: str, questions: list[dict], retriever, passages: dict[str, dict]
-):
+def search_for(suite: str, questions: list[dict], retriever, passages: dict[str, dict]):
     """The suite's search function over `questions` (row i is questions[i])."""
 
     def collection(row: int):

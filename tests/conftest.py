@@ -46,6 +46,9 @@ MICRO = (
     "distill.global_batch=4",
     "distill.micro_batch=2",
     "distill.warmup_steps=2",
+    "distill.copy_drills.warmup_steps=2",
+    "distill.copy_drills.rows=2",
+    "distill.copy_drills.row_len=64",
     "distill.precision=no",  # fp32 on every machine: exact-resume and multi-process comparisons
 )
 

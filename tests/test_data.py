@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
-from cogcore.distill.data import IGNORE_INDEX, collate, encode_trace, pack, pack_traces
+from cogcore.distill.data import IGNORE_INDEX, collate, copy_drills, encode_trace, pack, pack_traces
 
 TOOLS = [SEARCH_TOOL]
 
@@ -113,6 +113,31 @@ def test_pack_keeps_whole_traces_and_pads_only_the_tail(tokenizer):
     assert torch.equal(rows.labels, rows.input_ids.masked_fill(~rows.loss_mask, IGNORE_INDEX))
     assert rows.n_tokens == sum(len(ids) for ids, _ in examples)
     assert rows.efficiency == rows.n_tokens / (len(rows) * seq_len)
+
+
+def test_copy_drills_train_only_the_repeat(tokenizer):
+    vocab = list(range(20, 60))
+    drills = copy_drills(2_000, vocab, tokenizer.bos_token_id, 8, 16, seed=3)
+    assert 2_000 <= sum(len(ids) for ids, _ in drills) < 2_000 + 1 + 2 * 16
+    assert drills == copy_drills(2_000, vocab, tokenizer.bos_token_id, 8, 16, seed=3)
+    assert drills != copy_drills(2_000, vocab, tokenizer.bos_token_id, 8, 16, seed=4)
+    for ids, mask in drills:
+        n = (len(ids) - 1) // 2
+        assert 8 <= n <= 16 and ids[0] == tokenizer.bos_token_id and set(ids[1:]) <= set(vocab)
+        assert ids[1 : 1 + n] == ids[1 + n :]
+        # trained: the repeat after its first token, each predictable from the first run
+        assert mask == [0] * (n + 2) + [1] * (n - 1)
+
+
+def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
+    plain = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0)
+    mixed = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=0.5, drill_len=(8, 16))
+    assert mixed.n_tokens - plain.n_tokens == pytest.approx(plain.n_tokens, abs=40)
+    vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    drills = copy_drills(plain.n_tokens, vocab, tokenizer.bos_token_id, 8, 16, seed=0)
+    assert mixed.n_traces == plain.n_traces + len(drills)
+    with pytest.raises(ValueError, match="copy_drills.share=1"):
+        pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=1)
 
 
 def test_best_fit_decreasing_fills_rows():

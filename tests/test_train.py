@@ -61,10 +61,11 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
         read_jsonl(killed / "student" / "metrics.jsonl"),
         read_jsonl(straight / "student" / "metrics.jsonl"),
     )
-    assert [r["step"] for r in resumed] == list(range(1, 31))
+    assert [r["step"] for r in resumed] == list(range(1, 33))  # 2 copy warm-up steps, then 30
+    assert [r["phase"] for r in resumed[:3]] == ["copy", "copy", "traces"]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], rel=1e-6)
     kept = sorted(p.name for p in (killed / "student" / "checkpoints").iterdir())
-    assert kept == ["step-00000027", "step-00000030", "tokenizer"]
+    assert kept == ["step-00000030", "step-00000032", "tokenizer"]
 
 
 def test_resume_with_other_settings_is_refused(small_run, tmp_path):
@@ -97,7 +98,7 @@ def test_two_processes_follow_the_curve_of_one(small_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     curve = lambda run: [r["loss"] for r in read_jsonl(run / "student" / "metrics.jsonl")]  # noqa: E731
-    assert len(curve(one)) == 6
+    assert len(curve(one)) == 8  # 2 copy warm-up steps, then 6 on traces
     assert curve(two) == pytest.approx(curve(one), rel=1e-4)
 
 
@@ -105,7 +106,7 @@ def test_saved_student_loads_and_renders_the_trained_ids(small_run, tmp_path):
     run = prepared(small_run, tmp_path, "run")
     out = distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
     manifest = read_json(out / "manifest.json")
-    assert manifest["steps"] == 2 and manifest["parameters"] > 0
+    assert manifest["steps"] == 4 and manifest["copy_warmup_steps"] == 2 and manifest["parameters"] > 0
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     trace = next(read_traces(run / "traces" / "traces.jsonl"))
