@@ -311,7 +311,7 @@ def distill(cfg: DictConfig) -> Path:
         raise DataError(
             f"only {len(rows)} packed rows for distill.global_batch={dcfg.global_batch}; lower it"
         )
-    trace_steps = dcfg.max_steps or dcfg.epochs * (len(rows) // dcfg.global_batch)
+    trace_steps = dcfg.max_steps or int(dcfg.epochs * (len(rows) // dcfg.global_batch))
     phases = [Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, trace_steps)]
     if drills.warmup_steps:
         if drills.rows % world:
