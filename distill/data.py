@@ -20,7 +20,7 @@ import random
 import re
 from bisect import bisect_left, insort
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import default_collate
@@ -103,6 +103,7 @@ class PackedRows:
     n_traces: int  # traces packed
     n_dropped: int  # traces longer than seq_len, left out
     n_tokens: int  # trace tokens (not padding) in all rows
+    n_drills: int = 0  # copy drills packed beside the traces (not counted in n_traces)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -203,21 +204,39 @@ def pack_traces(
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
     copy drills (`copy_drills`) making up a share `drills` of all tokens."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
-    if drills > 0:
-        if not 0 < drills < 1:
-            raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
-        n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
-        examples += copy_drills(n_tokens, drill_vocab(tokenizer), tokenizer.bos_token_id, *drill_len, seed)
-    return pack(examples, seq_len, _pad_id(tokenizer), seed)
+    if drills <= 0:
+        return pack(examples, seq_len, _pad_id(tokenizer), seed)
+    if not 0 < drills < 1:
+        raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
+    n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
+    extra = _drills_for(tokenizer, n_tokens, seq_len, drill_len, seed)
+    rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
+    return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
 
 
 def pack_drills(
     tokenizer: PreTrainedTokenizerBase, n_rows: int, seq_len: int, drill_len: tuple[int, int], seed: int
 ) -> PackedRows:
     """At least `n_rows` rows of `seq_len` tokens holding copy drills only (the copy warm-up's data)."""
-    vocab, bos = drill_vocab(tokenizer), tokenizer.bos_token_id
-    drills = copy_drills(n_rows * seq_len, vocab, bos, *drill_len, seed=f"warmup-{seed}")
-    return pack(drills, seq_len, _pad_id(tokenizer), seed)
+    drills = _drills_for(tokenizer, n_rows * seq_len, seq_len, drill_len, f"warmup-{seed}")
+    rows = pack(drills, seq_len, _pad_id(tokenizer), seed)
+    return replace(rows, n_traces=0, n_drills=len(drills))
+
+
+def _drills_for(
+    tokenizer: PreTrainedTokenizerBase,
+    n_tokens: int,
+    seq_len: int,
+    drill_len: tuple[int, int],
+    seed: int | str,
+) -> list[tuple[list[int], list[int]]]:
+    # Every drill must fit a row: `pack` would drop a longer one, and count it as a trace too long.
+    if 2 * drill_len[1] + 1 > seq_len:
+        raise ValueError(
+            f"copy drills of up to {drill_len[1]} tokens take {2 * drill_len[1] + 1} tokens, more than a row "
+            f"of {seq_len}; lower distill.copy_drills.max_len to {(seq_len - 1) // 2} or less"
+        )
+    return copy_drills(n_tokens, drill_vocab(tokenizer), tokenizer.bos_token_id, *drill_len, seed)
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:

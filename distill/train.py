@@ -409,6 +409,7 @@ def distill(cfg: DictConfig) -> Path:
                 "steps": total_steps,
                 "copy_warmup_steps": drills.warmup_steps,
                 "train_traces": rows.n_traces,
+                "copy_drills": sum(p.rows.n_drills for p in phases),
                 "heldout_traces": len(val_traces),
                 "seq_len": dcfg.seq_len,
                 "final": read_jsonl(out / "metrics.jsonl")[-1] if (out / "metrics.jsonl").exists() else {},

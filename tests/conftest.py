@@ -49,6 +49,7 @@ MICRO = (
     "distill.copy_drills.warmup_steps=2",
     "distill.copy_drills.rows=2",
     "distill.copy_drills.row_len=64",
+    "distill.copy_drills.max_len=24",  # a drill (bos, run, run) fits a 64-token row
     "distill.precision=no",  # fp32 on every machine: exact-resume and multi-process comparisons
 )
 

@@ -8,7 +8,15 @@ from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
-from cogcore.distill.data import IGNORE_INDEX, collate, copy_drills, encode_trace, pack, pack_traces
+from cogcore.distill.data import (
+    IGNORE_INDEX,
+    collate,
+    copy_drills,
+    encode_trace,
+    pack,
+    pack_drills,
+    pack_traces,
+)
 
 TOOLS = [SEARCH_TOOL]
 
@@ -135,7 +143,11 @@ def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
     assert mixed.n_tokens - plain.n_tokens == pytest.approx(plain.n_tokens, abs=40)
     vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
     drills = copy_drills(plain.n_tokens, vocab, tokenizer.bos_token_id, 8, 16, seed=0)
-    assert mixed.n_traces == plain.n_traces + len(drills)
+    assert (mixed.n_traces, mixed.n_drills, plain.n_drills) == (plain.n_traces, len(drills), 0)
+    warmup = pack_drills(tokenizer, 10, 64, (8, 16), seed=0)
+    assert len(warmup) >= 10 and warmup.n_traces == 0 and warmup.n_dropped == 0 and warmup.n_drills > 0
+    with pytest.raises(ValueError, match="lower distill.copy_drills.max_len to 31"):
+        pack_drills(tokenizer, 10, 64, (8, 40), seed=0)
     with pytest.raises(ValueError, match="copy_drills.share=1"):
         pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=1)
 
