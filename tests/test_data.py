@@ -8,6 +8,8 @@ from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
+from cogcore.distill.attention import NAME as PACKED
+from cogcore.distill.attention import trace_bounds
 from cogcore.distill.data import (
     IGNORE_INDEX,
     collate,
@@ -90,8 +92,7 @@ def test_prefix_path_rejects_unstable_templates(saved):
 
 
 def _segments(row: dict) -> list[tuple[int, int]]:
-    starts = (row["position_ids"] == 0).nonzero().flatten().tolist()
-    return list(zip(starts, [*starts[1:], len(row["position_ids"])], strict=True))
+    return trace_bounds(row["position_ids"][None])[0]
 
 
 def test_pack_keeps_whole_traces_and_pads_only_the_tail(tokenizer):
@@ -174,7 +175,7 @@ def test_order_is_deterministic_from_the_seed():
     assert a.efficiency == c.efficiency  # the seed changes the order, not how well rows are filled
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", PACKED])
 def test_packed_traces_do_not_see_each_other(tokenizer, attn):
     """The logits of every trace inside a packed row equal the logits of that trace run alone."""
     model = tiny_llama(tokenizer, hidden_size=64, intermediate_size=128, attn_implementation=attn)

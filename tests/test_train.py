@@ -102,12 +102,38 @@ def test_two_processes_follow_the_curve_of_one(small_run, tmp_path):
     assert curve(two) == pytest.approx(curve(one), rel=1e-4)
 
 
+def test_per_trace_attention_trains_like_the_models_own(small_run, tmp_path, capsys):
+    """distill.attention=per_trace (the CPU default) and =model follow the same fp32 loss curve."""
+    curves = {}
+    for choice in ("per_trace", "model"):
+        run = prepared(small_run, tmp_path, choice)
+        distill(
+            make_cfg(
+                "distill",
+                run,
+                *MICRO,
+                "distill.max_steps=4",
+                "distill.precision=no",
+                f"distill.attention={choice}",
+            )
+        )
+        assert f"{choice.replace('_', '-')} attention" in capsys.readouterr().out
+        curves[choice] = [r["loss"] for r in read_jsonl(run / "student" / "metrics.jsonl")]
+    assert len(curves["model"]) == 6
+    assert curves["per_trace"] == pytest.approx(curves["model"], rel=1e-4)
+    with pytest.raises(DataError, match="distill.attention='flash'"):
+        distill(make_cfg("distill", prepared(small_run, tmp_path, "bad"), *MICRO, "distill.attention=flash"))
+
+
 def test_saved_student_loads_and_renders_the_trained_ids(small_run, tmp_path):
     run = prepared(small_run, tmp_path, "run")
     out = distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
     manifest = read_json(out / "manifest.json")
     assert manifest["steps"] == 4 and manifest["copy_warmup_steps"] == 2 and manifest["parameters"] > 0
     model = AutoModelForCausalLM.from_pretrained(out)
+    assert (
+        model.config._attn_implementation == "sdpa"
+    )  # trained with per-trace attention, saved for inference
     tokenizer = AutoTokenizer.from_pretrained(out)
     trace = next(read_traces(run / "traces" / "traces.jsonl"))
     ids, mask = encode_trace(tokenizer, trace, TOOLS)

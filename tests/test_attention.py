@@ -1,0 +1,72 @@
+"""Per-trace attention over packed rows (distill/attention.py) against transformers' own packing."""
+
+import pytest
+import torch
+from tiny_chat import TRACES, tiny_llama, tiny_tokenizer
+
+from cogcore.core.tools import SEARCH_TOOL
+from cogcore.distill.attention import NAME, trace_bounds, use_packed_attention
+from cogcore.distill.data import pack_traces
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return pack_traces(tiny_tokenizer(), TRACES, [SEARCH_TOOL], 400, seed=0, drills=0.2, drill_len=(4, 12))
+
+
+def test_trace_bounds_cut_at_every_position_restart():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8]])
+    assert trace_bounds(positions) == [[(0, 3), (3, 5), (5, 9)], [(0, 9)]]
+
+
+def _loss_and_grads(model, rows, autocast: bool):
+    batch = {"input_ids": rows.input_ids[:3], "position_ids": rows.position_ids[:3]}
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(**batch, use_cache=False).logits
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().flatten(0, 1), batch["input_ids"][:, 1:].flatten(), reduction="sum"
+    )
+    loss.backward()
+    return logits.float(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_per_trace_attention_gives_the_same_logits_and_gradients(rows):
+    """fp32: equal to transformers' block-diagonal sdpa within float error, forward and backward (GQA)."""
+    assert len(trace_bounds(rows.position_ids[:3])[0]) > 2  # traces and drills share the rows
+    model = tiny_llama(tiny_tokenizer(), num_attention_heads=4, num_key_value_heads=2).train()
+    ref_logits, ref_grads = _loss_and_grads(model, rows, autocast=False)
+    use_packed_attention(model, True)
+    assert model.config._attn_implementation == NAME
+    logits, grads = _loss_and_grads(model, rows, autocast=False)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_per_trace_attention_under_bf16_autocast_stays_within_bf16_error(rows):
+    """Under bf16 autocast it attends in fp32; its logits differ from sdpa's by bf16 rounding only."""
+    model = tiny_llama(tiny_tokenizer()).train()
+    exact, _ = _loss_and_grads(model, rows, autocast=False)
+    sdpa, _ = _loss_and_grads(model, rows, autocast=True)
+    use_packed_attention(model, True)
+    packed, grads = _loss_and_grads(model, rows, autocast=True)
+    bf16_error = (sdpa - exact).abs().max().item()
+    assert 0 < bf16_error < 0.05
+    torch.testing.assert_close(packed, sdpa, atol=2 * bf16_error, rtol=0)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_per_trace_attention_refuses_what_is_not_a_packed_training_forward(rows):
+    model = tiny_llama(tiny_tokenizer())
+    use_packed_attention(model, True)
+    ids = rows.input_ids[:1, :16]
+    padded = torch.ones_like(ids)
+    padded[0, :3] = 0
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+        model(input_ids=ids, attention_mask=padded)
+    prefill = model(input_ids=ids, use_cache=True)
+    with pytest.raises(ValueError, match="packed training forwards only"):
+        model(input_ids=ids[:, :1], past_key_values=prefill.past_key_values, use_cache=True)
+    use_packed_attention(model, False)
+    assert model(input_ids=ids, attention_mask=padded).logits.shape == (1, 16, model.vocab_size)
