@@ -104,6 +104,9 @@ class PackedRows:
     n_dropped: int  # traces longer than seq_len, left out
     n_tokens: int  # trace tokens (not padding) in all rows
     n_drills: int = 0  # copy drills packed beside the traces (not counted in n_traces)
+    # Per row, (index of the example in what was packed, its start in the row), in row order: with
+    # pack_traces the index of a trace in `traces`, drills after them (index >= len(traces)).
+    placements: list[list[tuple[int, int]]] | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -151,7 +154,7 @@ def pack(examples: Sequence[tuple[list[int], list[int]]], seq_len: int, pad_id: 
     examples before packing (it decides which equal-length ones share a row) and the rows after it: same
     seed, same rows."""
     rng = random.Random(seed)
-    kept = [ex for ex in examples if len(ex[0]) <= seq_len]
+    kept = [(i, ex) for i, ex in enumerate(examples) if len(ex[0]) <= seq_len]
     n_dropped = len(examples) - len(kept)
     if n_dropped:
         longest = max(len(ex[0]) for ex in examples)
@@ -164,16 +167,18 @@ def pack(examples: Sequence[tuple[list[int], list[int]]], seq_len: int, pad_id: 
             longest,
         )
     rng.shuffle(kept)
-    bins = _best_fit_decreasing([len(ids) for ids, _ in kept], seq_len)
+    bins = _best_fit_decreasing([len(ids) for _, (ids, _) in kept], seq_len)
     rng.shuffle(bins)
 
     input_ids = torch.full((len(bins), seq_len), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(bins), seq_len), dtype=torch.long)
     loss_mask = torch.zeros((len(bins), seq_len), dtype=torch.bool)
+    placements = [[] for _ in bins]
     for r, members in enumerate(bins):
         start = 0
         for i in members:
-            ids, mask = kept[i]
+            index, (ids, mask) = kept[i]
+            placements[r].append((index, start))
             end = start + len(ids)
             input_ids[r, start:end] = torch.tensor(ids)
             loss_mask[r, start:end] = torch.tensor(mask, dtype=torch.bool)
@@ -188,7 +193,8 @@ def pack(examples: Sequence[tuple[list[int], list[int]]], seq_len: int, pad_id: 
         labels=input_ids.masked_fill(~loss_mask, IGNORE_INDEX),
         n_traces=len(kept),
         n_dropped=n_dropped,
-        n_tokens=sum(len(ids) for ids, _ in kept),
+        n_tokens=sum(len(ids) for _, (ids, _) in kept),
+        placements=placements,
     )
 
 

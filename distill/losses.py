@@ -211,12 +211,15 @@ def distill_loss(
     beta: float = 0.5,
     temperature: float = 1.0,
     alpha: float = 0.5,
+    kd_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The trainer's loss: {"loss": alpha * kd + (1 - alpha) * ce, "ce": ce, "kd": kd}.
 
     The teacher is `teacher_logits` [B, T, V] or `teacher_topk` = (topk_ids, topk_logprobs) [B, T, K],
     or neither: then this is sequence-level distillation on the teacher's traces, loss = ce, alpha is
-    unused and there is no "kd" key."""
+    unused and there is no "kd" key. `kd_mask` (a subset of `mask`, default all of it) is where the
+    teacher is known: the copy drills packed beside the traces have no teacher top-k, so they carry
+    cross-entropy only; kd is the mean over kd_mask's positions."""
     if teacher_logits is not None and teacher_topk is not None:
         raise ValueError("give the teacher as teacher_logits or as teacher_topk, not both")
     if not 0.0 <= alpha <= 1.0:
@@ -229,12 +232,22 @@ def distill_loss(
     if teacher_logits is None and teacher_topk is None:
         return {"loss": ce, "ce": ce}
     _check_kd_args(kind, beta, temperature)
+    if kd_mask is not None:
+        if kd_mask.shape != mask.shape or bool((kd_mask & ~mask).any()):
+            raise ValueError("kd_mask must have the mask's shape and mark only positions the mask trains")
+        # The student's rows where the teacher is known, picked from the rows already made (no new [N, V]
+        # log-softmax when kd_mask is the whole mask).
+        if not bool(kd_mask[mask].all()):
+            keep = kd_mask[mask]
+            rows, student_logp = rows[keep], student_logp[keep]
+    else:
+        kd_mask = mask
     vocab = student_logits.shape[-1]
     if teacher_logits is not None:
-        teacher = _teacher_rows(teacher_logits, vocab, mask)
+        teacher = _teacher_rows(teacher_logits, vocab, kd_mask)
         kd = _full_kd(rows, student_logp, teacher, kind, beta, temperature)
     else:
-        ids, teacher_logp = _topk_rows(*teacher_topk, vocab, mask)
+        ids, teacher_logp = _topk_rows(*teacher_topk, vocab, kd_mask)
         kd = _topk_kd(student_logp, ids, teacher_logp, kind, beta, temperature)
     return {"loss": alpha * kd + (1 - alpha) * ce, "ce": ce, "kd": kd}
 

@@ -42,6 +42,7 @@ from cogcore.distill.attention import use_packed_attention
 from cogcore.distill.data import PackedRows, pack_drills, pack_traces
 from cogcore.distill.losses import distill_loss
 from cogcore.distill.student import build_student, count_parameters, load_tokenizer
+from cogcore.distill.topk import TopkTeacher
 
 TOOLS = [SEARCH_TOOL]
 
@@ -71,6 +72,7 @@ class Phase:
     global_batch: int  # rows per optimizer step, over all processes
     micro_batch: int  # rows per forward pass and process
     steps: int
+    topk: TopkTeacher | None = None  # the teacher's top-k log-probs for these rows, read from disk
 
 
 def phase_at(phases: list[Phase], step: int) -> tuple[Phase, int]:
@@ -222,16 +224,21 @@ def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tens
     """Sum over trained tokens of the loss, and their count: logits[:, t] predicts input_ids[:, t + 1]."""
     logits = packed_forward(model, batch)
     mask = batch["loss_mask"][:, 1:]
-    teacher_logits = None
+    teacher_logits = teacher_topk = kd_mask = None
     if teacher is not None:
         with torch.no_grad():
             teacher_logits = packed_forward(teacher, batch)
         teacher_logits = teacher_logits[:, :-1]
+    if "topk_ids" in batch:
+        teacher_topk = (batch["topk_ids"][:, :-1], batch["topk_logprobs"][:, :-1])
+        kd_mask = mask & batch["known"][:, :-1]
     losses = distill_loss(
         logits[:, :-1],
         batch["input_ids"][:, 1:],
         mask,
         teacher_logits=teacher_logits,
+        teacher_topk=teacher_topk,
+        kd_mask=kd_mask,
         kind=dcfg.kd.kind,
         beta=dcfg.kd.beta,
         temperature=dcfg.kd.temperature,
@@ -327,7 +334,14 @@ def distill(cfg: DictConfig) -> Path:
             f"only {len(rows)} packed rows for distill.global_batch={dcfg.global_batch}; lower it"
         )
     trace_steps = dcfg.max_steps or int(dcfg.epochs * (len(rows) // dcfg.global_batch))
-    phases = [Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, trace_steps)]
+    topk = None
+    if dcfg.kd.topk:
+        if dcfg.kd.teacher:
+            raise DataError(
+                "distill.kd: give a teacher model (kd.teacher) or its top-k on disk (kd.topk), not both"
+            )
+        topk = TopkTeacher(Path(dcfg.kd.topk), train_traces, rows)
+    phases = [Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, trace_steps, topk)]
     if drills.warmup_steps:
         if drills.rows % world:
             raise DataError(
@@ -385,6 +399,8 @@ def distill(cfg: DictConfig) -> Path:
         micro = [mine[i : i + phase.micro_batch] for i in range(0, share, phase.micro_batch)]
         for j, part in enumerate(micro):
             batch = _batch(phase.rows, part, accelerator.device)
+            if phase.topk is not None:
+                batch |= {k: v.to(accelerator.device) for k, v in phase.topk.batch(phase.rows, part).items()}
             sync = accelerator.no_sync(model) if j + 1 < len(micro) else contextlib.nullcontext()
             with sync, accelerator.autocast():
                 summed, _ = step_loss(model, teacher, batch, dcfg)

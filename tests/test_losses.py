@@ -308,3 +308,30 @@ def test_teacher_topk_and_shard_round_trip(batch, tmp_path):
     save_file({"topk_ids": ids}, tmp_path / "foreign.safetensors")
     with pytest.raises(DataError, match=r"foreign\.safetensors: not a top-k shard, missing topk_logprobs"):
         load_topk_shard(tmp_path / "foreign.safetensors")
+
+
+@pytest.mark.parametrize("teacher_as", ["logits", "topk_k2"])
+def test_kd_mask_takes_kd_where_the_teacher_is_known_and_ce_everywhere(batch, teacher_as):
+    """A position in the mask but not in kd_mask (a copy drill with no teacher top-k) carries CE only."""
+    student, teacher, labels = batch
+    known = MASK.clone()
+    known[1, 2] = False
+    if teacher_as == "logits":
+        kwargs, garbage = {"teacher_logits": teacher}, {"teacher_logits": teacher.clone()}
+        garbage["teacher_logits"][1, 2] = float("nan")
+    else:
+        ids, logprobs = teacher_topk(teacher, 2)
+        kwargs = {"teacher_topk": (ids, logprobs)}
+        bad_ids = ids.clone()
+        bad_ids[1, 2] = 10**6  # what an unknown position holds must not matter
+        garbage = {"teacher_topk": (bad_ids, logprobs)}
+    out = distill_loss(student, labels, MASK, kd_mask=known, alpha=0.5, **kwargs)
+    assert out["ce"].item() == pytest.approx(ref_ce(student, labels), rel=1e-12)
+    assert out["kd"].item() == pytest.approx(
+        distill_loss(student, labels, known, alpha=0.5, **kwargs)["kd"].item(), rel=1e-12
+    )
+    assert torch.equal(
+        distill_loss(student, labels, MASK, kd_mask=known, alpha=0.5, **garbage)["loss"], out["loss"]
+    )
+    with pytest.raises(ValueError, match="kd_mask must"):
+        distill_loss(student, labels, MASK, kd_mask=~MASK, **kwargs)

@@ -3,6 +3,7 @@ follow the loss curve of 1 with the same global batch, and the student it saves 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -18,8 +19,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.io import DataError, read_json, read_jsonl
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import encode_trace
-from cogcore.distill.train import TOOLS, distill
+from cogcore.distill.data import encode_trace, pack_traces
+from cogcore.distill.losses import distill_loss
+from cogcore.distill.teachers.hf import save_topk
+from cogcore.distill.topk import TopkTeacher
+from cogcore.distill.train import TOOLS, distill, split_traces
 
 MICRO = (*MICRO, "distill.log_every=1")
 
@@ -165,3 +169,62 @@ def test_logit_distillation_from_a_local_teacher(small_run, tmp_path):
                 "distill.max_steps=1",
             )
         )
+
+
+def test_distillation_from_topk_shards_on_disk(small_run, tmp_path):
+    """kd.topk reads the teacher's top-k along the packed rows: with K = the whole vocabulary it gives
+    exactly the loss of the teacher's full logits (copy drills, which have no top-k, carry CE only)."""
+    teacher_dir = distill(
+        make_cfg("distill", prepared(small_run, tmp_path, "teacher"), *MICRO, "distill.max_steps=2")
+    )
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    run = prepared(small_run, tmp_path, "student")
+    vocab = teacher.config.vocab_size
+    save_topk(
+        run / "traces" / "traces.jsonl", run / "traces" / "topk", teacher, tokenizer, k=vocab, batch_size=8
+    )
+
+    # The trainer's rows (the from-scratch student trains the same BPE tokenizer on the same traces).
+    train_traces, _ = split_traces(list(read_traces(run / "traces" / "traces.jsonl")), 0.02, 0)
+    rows = pack_traces(tokenizer, train_traces, TOOLS, 768, 0, drills=0.1, drill_len=(8, 24))
+    topk = TopkTeacher(run / "traces" / "topk", train_traces, rows)
+    part = [0, 1]
+    batch = {
+        "input_ids": rows.input_ids[part],
+        "position_ids": rows.position_ids[part],
+        "loss_mask": rows.loss_mask[part],
+    } | topk.batch(rows, part)
+    assert batch["known"].any() and (rows.loss_mask[part][:, 1:] & ~batch["known"][:, :-1]).any()  # drills
+    with torch.no_grad():
+        full = teacher(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+        student = teacher.model.embed_tokens.weight.new_empty(full.shape).normal_()
+    mask = batch["loss_mask"][:, 1:]
+    kd_mask = mask & batch["known"][:, :-1]
+    labels = batch["input_ids"][:, 1:]
+    from_disk = distill_loss(
+        student[:, :-1],
+        labels,
+        mask,
+        teacher_topk=(batch["topk_ids"][:, :-1], batch["topk_logprobs"][:, :-1]),
+        kd_mask=kd_mask,
+    )
+    in_memory = distill_loss(student[:, :-1], labels, mask, teacher_logits=full[:, :-1], kd_mask=kd_mask)
+    assert from_disk["kd"].item() == pytest.approx(in_memory["kd"].item(), rel=1e-4)
+
+    out = distill(make_cfg("distill", run, *MICRO, "distill=kd_topk", "distill.max_steps=2"))
+    assert read_json(out / "manifest.json")["settings"]["distill"]["kd"]["topk"] == str(
+        run / "traces" / "topk"
+    )
+    assert all(math.isfinite(r["loss"]) for r in read_jsonl(out / "metrics.jsonl"))
+
+    other = prepared(small_run, tmp_path, "other")
+    shutil.copytree(run / "traces" / "topk", other / "traces" / "topk")
+    with pytest.raises(DataError, match="scored with other token ids"):
+        distill(make_cfg("distill", other, *MICRO, "student.vocab_size=600", "distill=kd_topk"))
+    index = other / "traces" / "topk" / "index.jsonl"
+    index.write_text("".join(index.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(DataError, match=r"no top-k for 1 of \d+ traces"):
+        distill(make_cfg("distill", other, *MICRO, "distill=kd_topk"))
