@@ -1,5 +1,7 @@
 """Training-step time of the tiny student on packed trace rows: transformers' sdpa over a block-diagonal
-mask against cogcore's per-trace attention (distill/attention.py), each with and without bf16 autocast.
+mask against cogcore's per-trace attention (distill/attention.py), each with and without bf16 autocast;
+first, the CPU attention kernel alone on one trace of each length, in bf16 and fp32 (why per-trace
+attention runs in fp32).
 
     .venv/bin/python benchmarks/packed_attention.py --run-dir runs/demo --heads 4 8
 
@@ -45,6 +47,17 @@ def step_seconds(model, rows, micro_batch: int, steps: int, bf16: bool) -> float
     return statistics.median(times[3:])
 
 
+def kernel_ms(length: int, dtype: torch.dtype, heads: int = 4, dim: int = 32, repeats: int = 30) -> float:
+    """One causal sdpa forward + backward on [1, heads, length, dim] (the attention of one packed trace)."""
+    q, k, v = (torch.randn(1, heads, length, dim, dtype=dtype, requires_grad=True) for _ in range(3))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -53,6 +66,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print("| trace length | causal sdpa fwd+bwd, bf16 (ms) | fp32 (ms) |")
+    print("| --- | --- | --- |")
+    for length in (64, 128, 400, 1024):
+        bf16, fp32 = kernel_ms(length, torch.bfloat16), kernel_ms(length, torch.float32)
+        print(f"| {length} | {bf16:.2f} | {fp32:.2f} |")
     dcfg = OmegaConf.load(CONF / "distill" / "sft.yaml")
     tokenizer = AutoTokenizer.from_pretrained(args.run_dir / "student")
     traces = list(read_traces(args.run_dir / "traces" / "traces.jsonl"))

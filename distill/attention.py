@@ -2,10 +2,10 @@
 
 transformers turns packed rows (position_ids restarting at 0, no attention mask) into a block-diagonal
 causal mask for sdpa. On CPU the fused kernel then computes every query against every key of the whole
-row and masks most of the products away: with about 2.5 traces and a few copy drills in a 1,024-token
-row, several times the work of attending within each trace, and on the tiny student two thirds of a
-training step (BENCHMARKS.md, "Packed attention"). `packed_sdpa` cuts each row at its position restarts
-and runs sdpa with `is_causal=True` on each trace alone: the same result, without the masked work.
+row and masks most of the products away, and for the tiny student that attention is two thirds of a
+training step. `packed_sdpa` cuts each row at its position restarts and runs sdpa with `is_causal=True`
+on each trace alone, in fp32: the same result, and 1.4x (4 heads) to 1.7x (8 heads) faster steps under
+bf16 autocast (BENCHMARKS.md, "Packed attention").
 
 Registered with transformers' AttentionInterface as "cogcore_packed", with a mask hook that builds no
 mask, so the attention gets the position_ids and cuts the rows itself. Training switches the student
@@ -69,8 +69,8 @@ def packed_sdpa(
 
 def _attend(q, k, v, dropout: float, scaling: float | None, gqa: bool) -> torch.Tensor:
     """Causal attention within one trace. On CPU in float32 even under bf16 autocast: there the fused
-    kernel's bf16 backward costs about as much for a 64-token trace as fp32's for 400 tokens, and the
-    whole tiny-student step runs 1.25x (4 heads) to 1.7x (8 heads) faster than with bf16 here."""
+    kernel's bf16 backward is several times slower than fp32's on short traces, so cutting rows buys
+    little in bf16 (benchmarks/packed_attention.py)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa

@@ -133,9 +133,22 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
     pending = iter(questions)
     active: dict[str, tuple[dict, object, tuple[str, int]]] = {}
 
+    passages_by_id = retriever.passages_by_id() if tcfg.gold_share else {}
+    gold: dict[str, list[dict]] = {}  # the questions whose searches return their gold passages
+
     def start(question: dict) -> None:
         offline = drawn(question["id"], tcfg.unavailable_share)
-        gen = oracle_trace(question, tcfg.k, tcfg.reformulations, tcfg.system_prompt, tcfg.quote, offline)
+        if not offline and drawn(f"gold:{question['id']}", tcfg.gold_share):
+            gold[question["id"]] = [passages_by_id[p] for p in question.get("gold_passages", [])]
+        gen = oracle_trace(
+            question,
+            tcfg.k,
+            tcfg.reformulations,
+            tcfg.system_prompt,
+            tcfg.quote,
+            offline,
+            gold=question["id"] in gold,
+        )
         advance(question, gen, None)
 
     def advance(question: dict, gen, passages) -> None:
@@ -163,7 +176,7 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
         ks = {request[1] for _, _, request in batch}
         results = retriever.search_batch(queries, max(ks), [q["world"] for q, _, _ in batch])
         for (question, gen, (_, k)), passages in zip(batch, results, strict=True):
-            advance(question, gen, passages[:k])
+            advance(question, gen, gold.get(question["id"], passages[:k]))
         refill()
 
 

@@ -103,7 +103,7 @@ def _cpu_has_amx_bf16() -> bool:
 def attention(dcfg: DictConfig, device: torch.device) -> str:
     """How packed rows attend: `per_trace` (distill/attention.py: each trace alone, fp32 on CPU) or `model`
     (the model's own implementation: transformers' block-diagonal mask for sdpa, varlen flash attention on
-    GPU). auto: per_trace on CPU, where it runs the tiny student's steps 1.25-1.7x faster; model elsewhere,
+    GPU). auto: per_trace on CPU, where it runs the tiny student's steps 1.4-1.7x faster; model elsewhere,
     where one fused kernel per layer beats a loop of small ones."""
     choice = dcfg.attention
     if choice == "auto":

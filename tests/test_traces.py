@@ -55,6 +55,26 @@ def test_oracle_answers_right_and_shows_its_steps(small_run):
     assert offline, "expected some traces written with the search tool unavailable"
 
 
+def test_gold_share_traces_search_a_perfect_retriever(small_run, tmp_path):
+    """teacher.gold_share: those questions' searches return exactly their gold passages, as in R."""
+    for stage in ("world", "index"):
+        shutil.copytree(small_run / stage, tmp_path / stage)
+    traces(make_cfg("traces", tmp_path, "teacher.gold_share=0.5"))
+    kept = list(read_traces(tmp_path / "traces" / "traces.jsonl"))
+    gold = [t for t in kept if t["metadata"]["search"] == "gold"]
+    assert 0.3 * len(kept) < len(gold) < 0.7 * len(kept)
+    for trace in gold:
+        meta = trace["metadata"]
+        results = [m["content"] for m in trace["messages"] if m["role"] == "tool"]
+        ids = {line[1 : line.index("]")] for r in results for line in r.splitlines() if line.startswith("[")}
+        assert ids == set(meta["gold_passages"])  # nothing else, and every gold passage
+        assert (
+            final_answer(trace["messages"][-1]["content"]) == meta["answers"][0]
+            or meta["type"] == "unanswerable"
+        )
+    assert {t["metadata"]["search"] for t in kept} == {"live", "gold", "unavailable"}
+
+
 def test_a_miss_is_followed_by_a_reformulated_query(small_run):
     recovered = [
         t

@@ -22,14 +22,15 @@ def conversation(question: dict, system_prompt: str | None = None) -> list[dict]
     ]
 
 
-def make_trace(question: dict, messages: list[dict], teacher: str, offline: bool) -> dict:
-    """A trace record: the messages plus the question's metadata (world fields only where it has them)."""
+def make_trace(question: dict, messages: list[dict], teacher: str, search: str = "live") -> dict:
+    """A trace record: the messages plus the question's metadata (world fields only where it has them).
+    `search`: what the search tool was for this trace, live | unavailable | gold (core/trace.py)."""
     metadata = {
         "question": question["question"],
         "type": question["type"],
         "answers": question["answers"],
         "teacher": teacher,
-        "search": "unavailable" if offline else "live",
+        "search": search,
     }
     metadata.update({key: question[key] for key in ("world", "split", "gold_passages") if key in question})
     return {"id": question["id"], "messages": messages, "metadata": metadata}

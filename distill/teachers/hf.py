@@ -113,7 +113,9 @@ def run_hf(
         for question, down, out in zip(batch, offline, outs, strict=True):
             failure = judge(out["messages"], out["stop"], tcfg.max_tool_calls)
             if failure is None:
-                write(question, make_trace(question, out["messages"], name, down))
+                write(
+                    question, make_trace(question, out["messages"], name, "unavailable" if down else "live")
+                )
             else:
                 write(question, None, failure)
 

@@ -125,11 +125,14 @@ def oracle_trace(
     system_prompt: str | None = None,
     quote: bool = False,
     offline: bool = False,
+    gold: bool = False,
 ) -> Searches:
     """`quote`: state each found fact by first quoting its retrieved line verbatim (id included), then
     restating it; copying a line is easier for a small student than rephrasing out of it.
     `offline`: the search tool is down for this question (its first call is answered `UNAVAILABLE`), and
-    the trace abstains: what a student should do rather than answer from memory (the design's deferral)."""
+    the trace abstains: what a student should do rather than answer from memory (the design's deferral).
+    `gold`: the driver answers this question's searches with exactly its gold passages (a perfect
+    retriever, as the R suite's search is); recorded in the trace's metadata."""
     messages = conversation(question, system_prompt)
     calls = 0
     carried: list[str] = []  # reasoning sentences waiting for the next assistant turn
@@ -176,7 +179,9 @@ def oracle_trace(
     def finish(reasoning: str, answer: str) -> dict:
         say(reasoning)
         messages.append({"role": "assistant", "content": " ".join(carried) + f"\n{ANSWER_PREFIX} {answer}"})
-        return make_trace(question, messages, "oracle", offline)
+        return make_trace(
+            question, messages, "oracle", "unavailable" if offline else "gold" if gold else "live"
+        )
 
     def missed(hop: dict) -> Rejected:
         return Rejected(
