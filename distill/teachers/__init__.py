@@ -22,15 +22,16 @@ def conversation(question: dict, system_prompt: str | None = None) -> list[dict]
     ]
 
 
-def make_trace(question: dict, messages: list[dict], teacher: str, search: str = "live") -> dict:
+def make_trace(question: dict, messages: list[dict], teacher: str, offline: bool, gold: bool = False) -> dict:
     """A trace record: the messages plus the question's metadata (world fields only where it has them).
-    `search`: what the search tool was for this trace, live | unavailable | gold (core/trace.py)."""
+    Its `search` (core/trace.py) is unavailable when the tool was down (`offline`), gold when every search
+    returned exactly the question's gold passages, live otherwise."""
     metadata = {
         "question": question["question"],
         "type": question["type"],
         "answers": question["answers"],
         "teacher": teacher,
-        "search": search,
+        "search": "unavailable" if offline else "gold" if gold else "live",
     }
     metadata.update({key: question[key] for key in ("world", "split", "gold_passages") if key in question})
     return {"id": question["id"], "messages": messages, "metadata": metadata}

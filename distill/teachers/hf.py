@@ -113,9 +113,7 @@ def run_hf(
         for question, down, out in zip(batch, offline, outs, strict=True):
             failure = judge(out["messages"], out["stop"], tcfg.max_tool_calls)
             if failure is None:
-                write(
-                    question, make_trace(question, out["messages"], name, "unavailable" if down else "live")
-                )
+                write(question, make_trace(question, out["messages"], name, down))
             else:
                 write(question, None, failure)
 

@@ -226,9 +226,7 @@ async def openai_trace(question: dict, endpoint: Endpoint, retriever: Retriever,
         if not turn.get("tool_calls"):
             if final_answer(turn["content"]) is None:
                 raise Rejected("no_answer", "the final turn has no 'Answer: <text>' line", messages)
-            return make_trace(
-                question, messages, f"openai:{tcfg.model}", "unavailable" if offline else "live"
-            )
+            return make_trace(question, messages, f"openai:{tcfg.model}", offline)
         for call in turn["tool_calls"]:
             calls += 1
             if calls > tcfg.max_tool_calls:

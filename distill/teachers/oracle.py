@@ -179,9 +179,7 @@ def oracle_trace(
     def finish(reasoning: str, answer: str) -> dict:
         say(reasoning)
         messages.append({"role": "assistant", "content": " ".join(carried) + f"\n{ANSWER_PREFIX} {answer}"})
-        return make_trace(
-            question, messages, "oracle", "unavailable" if offline else "gold" if gold else "live"
-        )
+        return make_trace(question, messages, "oracle", offline, gold)
 
     def missed(hop: dict) -> Rejected:
         return Rejected(
