@@ -9,13 +9,15 @@ its whole `Answer:` line, given the correct trace so far (no generation, no retr
 Where the answer line fails while the tokens before it succeed, the student cannot copy the object out
 of the tool result (BENCHMARKS.md). `copy_top1` probes that skill alone: the share of tokens predicted
 right in the second half of random token runs shown twice (`distill.data.copy_drills`, unseen seed);
-a student without induction heads scores about 0.
+a student without induction heads scores about 0. `copy_top1_alphabet_A` does the same on runs drawn
+from A tokens, which repeat within a run: one token of context no longer says where to copy from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import defaultdict
 
 import torch
@@ -26,9 +28,15 @@ from cogcore.core.trace import read_traces
 from cogcore.distill.data import copy_drills, encode_trace
 
 
-def copy_top1(model, tokenizer, n_tokens: int = 4_000, seed: int = 12_345) -> float:
-    """Top-1 accuracy on the trained (repeated) tokens of copy drills the student never saw."""
+def copy_top1(
+    model, tokenizer, alphabet: int | None = None, n_tokens: int = 4_000, seed: int = 12_345
+) -> float:
+    """Top-1 accuracy on the trained (repeated) tokens of copy drills the student never saw, drawn from
+    the whole vocabulary or from random `alphabet`-token subsets (tokens repeat within a run, as the
+    pieces of names do)."""
     vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    if alphabet is not None:
+        vocab = random.Random(seed).sample(vocab, alphabet)
     right = total = 0
     for ids, mask in copy_drills(n_tokens, vocab, tokenizer.bos_token_id, 8, 48, seed):
         with torch.no_grad():
@@ -72,6 +80,8 @@ def main() -> None:
         for kind in sorted(answers)
     }
     report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
+    for alphabet in (64, 16, 8):
+        report[f"copy_top1_alphabet_{alphabet}"] = round(copy_top1(model, tokenizer, alphabet), 3)
     print(json.dumps(report, indent=2))
 
 

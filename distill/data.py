@@ -16,6 +16,7 @@ Each trace starts with `<|bos|>`, which carries no loss, so no token is trained 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from bisect import bisect_left, insort
@@ -206,16 +207,17 @@ def pack_traces(
     seed: int,
     drills: float = 0.0,
     drill_len: tuple[int, int] = (8, 48),
+    min_alphabet: int | None = None,
 ) -> PackedRows:
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
-    copy drills (`copy_drills`) making up a share `drills` of all tokens."""
+    copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
     if drills <= 0:
         return pack(examples, seq_len, _pad_id(tokenizer), seed)
     if not 0 < drills < 1:
         raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
     n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
-    extra = _drills_for(tokenizer, n_tokens, seq_len, drill_len, seed)
+    extra = _drills_for(tokenizer, n_tokens, seq_len, drill_len, seed, min_alphabet)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
     return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
 
@@ -235,6 +237,7 @@ def _drills_for(
     seq_len: int,
     drill_len: tuple[int, int],
     seed: int | str,
+    min_alphabet: int | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     # Every drill must fit a row: `pack` would drop a longer one, and count it as a trace too long.
     if 2 * drill_len[1] + 1 > seq_len:
@@ -242,7 +245,8 @@ def _drills_for(
             f"copy drills of up to {drill_len[1]} tokens take {2 * drill_len[1] + 1} tokens, more than a row "
             f"of {seq_len}; lower distill.copy_drills.max_len to {(seq_len - 1) // 2} or less"
         )
-    return copy_drills(n_tokens, drill_vocab(tokenizer), tokenizer.bos_token_id, *drill_len, seed)
+    vocab = drill_vocab(tokenizer)
+    return copy_drills(n_tokens, vocab, tokenizer.bos_token_id, *drill_len, seed, min_alphabet)
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -258,18 +262,36 @@ def drill_vocab(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def copy_drills(
-    n_tokens: int, vocab: Sequence[int], bos_id: int, min_len: int, max_len: int, seed: int | str
+    n_tokens: int,
+    vocab: Sequence[int],
+    bos_id: int,
+    min_len: int,
+    max_len: int,
+    seed: int | str,
+    min_alphabet: int | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, loss_mask) drills of about `n_tokens` tokens in all: `<|bos|>`, a random run of
     `vocab` ids, and the same run again, trained on the repeat (after its first token, which nothing
     predicts). Only copying lowers their loss, so they teach a from-scratch student the induction heads it
-    needs to copy names and numbers out of tool results, a skill pre-training gives larger models."""
+    needs to copy names and numbers out of tool results, a skill pre-training gives larger models.
+
+    With `min_alphabet`, each run draws from its own random subset of `vocab`, of log-uniform size between
+    `min_alphabet` and all of it. Small alphabets repeat tokens within a run, so one token of context no
+    longer says where to copy from and the student must match longer prefixes, as it must to copy a name
+    made of a few recurring pieces (" St ir i dr am"). They do not teach copying from scratch: a warm-up on
+    them alone never found induction heads (BENCHMARKS.md, run 25)."""
     rng = random.Random(f"drills-{seed}")
     if not 1 <= min_len <= max_len:
         raise ValueError(f"copy drills of {min_len} to {max_len} tokens: use 1 <= min_len <= max_len")
+    if min_alphabet is not None and not 2 <= min_alphabet <= len(vocab):
+        raise ValueError(f"copy drills from alphabets of {min_alphabet} tokens: use 2 to {len(vocab)}")
     drills, made = [], 0
     while made < n_tokens:
-        run = rng.choices(vocab, k=rng.randint(min_len, max_len))
+        letters = vocab
+        if min_alphabet is not None:
+            size = round(math.exp(rng.uniform(math.log(min_alphabet), math.log(len(vocab)))))
+            letters = rng.sample(list(vocab), size)
+        run = rng.choices(letters, k=rng.randint(min_len, max_len))
         ids = [bos_id, *run, *run]
         drills.append((ids, [0] * (len(run) + 2) + [1] * (len(run) - 1)))
         made += len(ids)

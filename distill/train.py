@@ -319,7 +319,14 @@ def distill(cfg: DictConfig) -> Path:
     drills = dcfg.copy_drills
     drill_len = (drills.min_len, drills.max_len)
     rows = pack_traces(
-        tokenizer, train_traces, TOOLS, dcfg.seq_len, dcfg.seed, drills=drills.share, drill_len=drill_len
+        tokenizer,
+        train_traces,
+        TOOLS,
+        dcfg.seq_len,
+        dcfg.seed,
+        drills=drills.share,
+        drill_len=drill_len,
+        min_alphabet=drills.min_alphabet,
     )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 

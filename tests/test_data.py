@@ -138,6 +138,25 @@ def test_copy_drills_train_only_the_repeat(tokenizer):
         assert mask == [0] * (n + 2) + [1] * (n - 1)
 
 
+def test_copy_drills_from_small_alphabets_repeat_tokens(tokenizer):
+    vocab = list(range(20, 1020))
+
+    def distinct(drills):
+        return [len(set(ids[1:])) / ((len(ids) - 1) // 2) for ids, _ in drills]
+
+    wide = distinct(copy_drills(20_000, vocab, tokenizer.bos_token_id, 16, 32, seed=0))
+    small = copy_drills(20_000, vocab, tokenizer.bos_token_id, 16, 32, seed=0, min_alphabet=4)
+    # A run of 16+ tokens from all 1,000 rarely repeats one; from 4-token alphabets, every token repeats.
+    assert sum(wide) / len(wide) > 0.95 and min(distinct(small)) < 0.3
+    assert sum(distinct(small)) / len(small) < 0.9
+    for ids, mask in small:
+        n = (len(ids) - 1) // 2
+        assert ids[1 : 1 + n] == ids[1 + n :] and mask == [0] * (n + 2) + [1] * (n - 1)
+    for bad in (1, 1001):
+        with pytest.raises(ValueError, match="use 2 to 1000"):
+            copy_drills(100, vocab, tokenizer.bos_token_id, 8, 16, seed=0, min_alphabet=bad)
+
+
 def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
     plain = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0)
     mixed = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=0.5, drill_len=(8, 16))
