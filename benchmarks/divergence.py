@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from collections import Counter
 
@@ -29,10 +30,6 @@ def flatten(messages: list[dict]) -> str:
         calls = "".join(c["function"]["arguments"] for c in m.get("tool_calls") or [])
         turns.append(f"{m['role']}: {m.get('content') or ''}{calls}")
     return "\n".join(turns)
-
-
-def first_difference(a: str, b: str) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def main() -> None:
@@ -53,7 +50,7 @@ def main() -> None:
             places["no oracle trace"] += 1
             continue
         got, want = flatten(sample["messages"]), flatten(reference["messages"])
-        at = first_difference(got, want)
+        at = len(os.path.commonprefix([got, want]))
         place = "world id" if re.search(r"\[w\d*$", want[max(0, at - 8) : at]) else "other"
         places[place] += 1
         if place == "other" and shown < args.show:

@@ -285,12 +285,13 @@ def copy_drills(
         raise ValueError(f"copy drills of {min_len} to {max_len} tokens: use 1 <= min_len <= max_len")
     if min_alphabet is not None and not 2 <= min_alphabet <= len(vocab):
         raise ValueError(f"copy drills from alphabets of {min_alphabet} tokens: use 2 to {len(vocab)}")
+    pool = list(vocab)
     drills, made = [], 0
     while made < n_tokens:
-        letters = vocab
+        letters = pool
         if min_alphabet is not None:
-            size = round(math.exp(rng.uniform(math.log(min_alphabet), math.log(len(vocab)))))
-            letters = rng.sample(list(vocab), size)
+            size = round(math.exp(rng.uniform(math.log(min_alphabet), math.log(len(pool)))))
+            letters = rng.sample(pool, size)
         run = rng.choices(letters, k=rng.randint(min_len, max_len))
         ids = [bos_id, *run, *run]
         drills.append((ids, [0] * (len(run) + 2) + [1] * (len(run) - 1)))
