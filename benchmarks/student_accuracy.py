@@ -2,7 +2,7 @@
 with live retrieval (the student searches its world's collection of the index).
 
     .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32] \
-        [--samples out.jsonl]
+        [--samples out.jsonl] [--max-new-tokens N]
 
 Graded by cogcore.evals.scoring (SQuAD-normalised exact match of the final `Answer:` line; `unknown`
 is correct only for unanswerable questions), per question type.
@@ -32,13 +32,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
         rcfg = compose("index", [f"run_dir={args.run_dir}"]).retriever
+        max_new_tokens = args.max_new_tokens or compose("eval").eval.max_new_tokens
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
     model, tokenizer = load_model(f"{args.run_dir}/student")
-    gen = GenerationConfig(max_new_tokens=600, k=args.k)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, k=args.k)
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions

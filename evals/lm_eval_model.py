@@ -15,7 +15,7 @@ function of its suite from `evals/suites.py` (unavailable: K, oracle: R, live: T
     search          live | oracle | unavailable, for docs that name none (default live)
     retriever       a conf/retriever preset name (hybrid, bm25, dense) or its config as a mapping
     k               passages per search when the model's call names no k (default 3)
-    max_new_tokens  per answer, tool results included (default 512)
+    max_new_tokens  per answer, tool results included (default 1024)
     max_tool_calls  per answer (default 6)
     batch_size, device, dtype, ...  as lm-eval's `hf` model
 Generation is greedy; of a task's gen_kwargs only `until` applies, by truncating the final turn.
@@ -77,7 +77,7 @@ class CogcoreLM(HFLM):
         search: str = "live",
         retriever: str | Mapping = "hybrid",
         k: int = 3,
-        max_new_tokens: int = 512,
+        max_new_tokens: int = 1024,
         max_tool_calls: int = 6,
         batch_size: int | str = 1,
         device: str | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import torch
-from tiny_chat import tiny_llama
+from tiny_chat import batch_rows, tiny_llama
 
 from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL, TOOL, USER
 
@@ -33,29 +33,31 @@ class RuleLM(torch.nn.Module):
         self.config, self.generation_config = self.inner.config, self.inner.generation_config
         self.tokenizer, self.reply = tokenizer, reply
         self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
-        self.history: list[list[int]] = []
+        self.history: dict[int, list[int]] = {}  # per engine row
         self.targets: dict[int, tuple[int, list[int]]] = {}
         self.widest = 0  # the most rows one engine call ran at once
 
     def forward(self, input_ids, attention_mask, past_key_values=None, **kwargs):
         if past_key_values is None or past_key_values.get_seq_length() == 0:  # a new batch
-            self.history, self.targets = [[] for _ in range(input_ids.shape[0])], {}
+            self.history, self.targets = {}, {}
             self.widest = max(self.widest, input_ids.shape[0])
+        rows = batch_rows(past_key_values, input_ids.shape[0])
         out = self.inner(
             input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
         )
         live = attention_mask[:, -input_ids.shape[1] :].bool()
         logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
-        for i, history in enumerate(self.history):
+        for i, row in enumerate(rows):
+            history = self.history.setdefault(row, [])
             history += input_ids[i][live[i]].tolist()
             start = max((j for j, t in enumerate(history) if t == self.assistant), default=-1)
             if start < 0:
                 continue
-            if self.targets.get(i, (None,))[0] != start:
+            if self.targets.get(row, (None,))[0] != start:
                 context = self.tokenizer.decode(history[:start], skip_special_tokens=False)
                 turn = self.reply(context) + END
-                self.targets[i] = (start, self.tokenizer(turn, add_special_tokens=False)["input_ids"])
-            target, written = self.targets[i][1], len(history) - 1 - start
+                self.targets[row] = (start, self.tokenizer(turn, add_special_tokens=False)["input_ids"])
+            target, written = self.targets[row][1], len(history) - 1 - start
             logits[i, -1, target[written] if written < len(target) else self.tokenizer.eos_token_id] = 0.0
         out.logits = logits
         return out

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_chat import tiny_llama
+from tiny_chat import batch_rows, tiny_llama
 
 from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL
 from cogcore.core.engine import CALL_LIMIT, Engine, GenerationConfig, parse_turn
@@ -32,14 +32,25 @@ def conversation(question):
 
 
 def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
+    """Rows stopped at different steps leave the batch (its cache rows dropped) while the others go on;
+    every token any row chose is still the greedy choice over its whole prefix, recomputed from scratch."""
     model = tiny_llama(tokenizer)
     engine = Engine(model, tokenizer)
-    questions = ["Where was Ana born?", "In which country is Kelvar, the city?", "Ana?"]
+    questions = ["Where was Ana born?", "In which country is Kelvar, the city?", "Ana?"] * 3
 
     def search(row, query, k):
         return [{"id": f"p{row}", "title": "Ana", "text": "Ana was born in Kelvar."}]
 
-    outs = engine.generate([conversation(q) for q in questions], search, GenerationConfig(max_new_tokens=40))
+    written = [0] * len(questions)
+
+    def stop_early(row, token):  # row i stops after 4 * i + 1 tokens of its own
+        written[row] += 1
+        return written[row] > 4 * row
+
+    outs = engine.generate(
+        [conversation(q) for q in questions], search, GenerationConfig(max_new_tokens=40), stop_early
+    )
+    assert [len(out["sampled"]) for out in outs] == [min(4 * i + 1, 40) for i in range(len(questions))]
     for out in outs:
         tokens, sampled = out["tokens"], out["sampled"]
         assert len(tokens) == out["prompt_tokens"] + len(sampled)
@@ -66,18 +77,16 @@ class ScriptedLM(torch.nn.Module):
         self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
 
     def forward(self, input_ids, attention_mask, **kwargs):
+        rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         live = attention_mask[:, -input_ids.shape[1] :].bool()
         logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
-        for i in range(input_ids.shape[0]):
-            self.history[i] += input_ids[i][live[i]].tolist()
-            turn = self.history[i].count(self.assistant) - 1
-            written = (
-                len(self.history[i])
-                - 1
-                - max(j for j, t in enumerate(self.history[i]) if t == self.assistant)
-            )
-            script = self.turns[i][min(turn, len(self.turns[i]) - 1)]
+        for i, row in enumerate(rows):
+            history = self.history[row]
+            history += input_ids[i][live[i]].tolist()
+            turn = history.count(self.assistant) - 1
+            written = len(history) - 1 - max(j for j, t in enumerate(history) if t == self.assistant)
+            script = self.turns[row][min(turn, len(self.turns[row]) - 1)]
             logits[i, -1, script[written] if written < len(script) else self.tokenizer.eos_token_id] = 0.0
         out.logits = logits
         return out

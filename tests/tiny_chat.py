@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.chat import render
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
@@ -117,3 +118,25 @@ def tiny_llama(tokenizer, seed: int = 0, **config) -> LlamaForCausalLM:
         **config,
     }
     return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **fields)).eval()
+
+
+class _RowIds(DynamicLayer):
+    """Not a layer of keys: which engine row each batch position holds. Riding in the cache, it follows the
+    engine's `batch_select_indices` when finished rows leave the batch."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.ids = list(range(width))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.ids = [self.ids[j] for j in indices.tolist()]
+
+
+def batch_rows(cache, width: int) -> list[int]:
+    """The engine rows a model's batch positions hold now, for test models that keep state per row: the
+    batch is every row at prefill (an empty cache), then shrinks as the engine drops finished rows."""
+    if cache is None:  # a plain forward (scoring), no engine
+        return list(range(width))
+    if cache.get_seq_length() == 0:
+        cache.layers = [layer for layer in cache.layers if not isinstance(layer, _RowIds)] + [_RowIds(width)]
+    return next(layer.ids for layer in cache.layers if isinstance(layer, _RowIds))
