@@ -190,8 +190,11 @@ class World:
         return next(k for k, names in self.entities.items() if name in names)
 
 
-def build_world(world_id: str, split: str, pools: dict[str, list[str]], cfg: DictConfig, seed: int) -> World:
-    rng = random.Random(f"world-{seed}-{world_id}")
+def build_world(
+    world_id: str, split: str, pools: dict[str, list[str]], cfg: DictConfig, seed: int, position: int
+) -> World:
+    # Drawn from its position among the worlds, not its id (as when the ids were "w<position>").
+    rng = random.Random(f"world-{seed}-w{position:03d}")
     used: set[str] = set()
 
     def draw(kind: str, n: int) -> list[str]:
@@ -332,9 +335,11 @@ def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
     return makers
 
 
-def make_questions(world: World, counts: dict[str, int], ghosts: list[str], seed: int) -> list[dict]:
+def make_questions(
+    world: World, counts: dict[str, int], ghosts: list[str], seed: int, position: int
+) -> list[dict]:
     """`counts[type]` distinct questions of each type; the gold passages of each hold its answer."""
-    rng = random.Random(f"questions-{seed}-{world.id}")
+    rng = random.Random(f"questions-{seed}-w{position:03d}")  # by position, as build_world
     makers = _question_maker(world, rng, ghosts)
     questions, seen = [], set()
     for qtype in QUESTION_TYPES:
@@ -363,6 +368,17 @@ def make_questions(world: World, counts: dict[str, int], ghosts: list[str], seed
     return questions
 
 
+def world_ids(n: int, seed: int) -> list[str]:
+    """`n` short world ids ("w417"), copied into every citation a student writes. Their numbers are drawn
+    at random from a range about eight times larger than `n`, so the training worlds' ids hold every digit
+    at every place and nearly every pair of digits (95 of 100 for the demo's 120), and a student learns
+    to copy a held-out world's number. Numbered in order ("w000".."w119", then "w120".. held out), "2"
+    never followed "w1" in training, and a 5-epoch demo student wrote "[w102-" for "[w120-"."""
+    width = max(3, len(str(8 * n)))
+    numbers = random.Random(f"{seed}-world-ids").sample(range(10**width), n)
+    return [f"w{number:0{width}d}" for number in numbers]
+
+
 def generate(cfg: DictConfig) -> tuple[list[World], dict[str, list[dict]]]:
     """All worlds of both splits and their questions, from `cfg` (a `world` config group node)."""
     pools = name_pools(cfg.seed, cfg)
@@ -370,18 +386,16 @@ def generate(cfg: DictConfig) -> tuple[list[World], dict[str, list[dict]]]:
     n_worlds = {"train": cfg.train_worlds, "heldout": cfg.heldout_worlds}
     counts = {"train": dict(cfg.questions.train), "heldout": dict(cfg.questions.heldout)}
     total = sum(n_worlds.values())
+    ids = world_ids(total, cfg.seed)
     with tqdm(total=total, desc="worlds", unit="world", disable=total < 20) as bar:
         for split in SPLITS:
             for i in range(n_worlds[split]):
-                # Short ids, copied into every citation a student writes, numbered on across splits
-                # ("w000".."w119", then "w120".. held out): a student learns to copy the number, where a
-                # split letter would be the same in every training trace and never learned.
-                index = i if split == "train" else cfg.train_worlds + i
-                world = build_world(f"w{index:03d}", split, pools[split], cfg, cfg.seed)
+                position = i if split == "train" else cfg.train_worlds + i
+                world = build_world(ids[position], split, pools[split], cfg, cfg.seed, position)
                 held = {n for names in world.entities.values() for n in names}
                 ghosts = [n for n in pools[split]["person"][: 4 * cfg.entities.people + 50] if n not in held]
                 worlds.append(world)
-                questions[split] += make_questions(world, counts[split], ghosts, cfg.seed)
+                questions[split] += make_questions(world, counts[split], ghosts, cfg.seed, position)
                 bar.update()
     return worlds, questions
 

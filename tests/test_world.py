@@ -4,7 +4,7 @@ from collections import defaultdict
 from conftest import SMALL_WORLD, make_cfg
 
 from cogcore.core.io import read_jsonl
-from cogcore.core.world import PASSAGES, QUESTION_TYPES, generate
+from cogcore.core.world import PASSAGES, QUESTION_TYPES, generate, world_ids
 
 
 def world_cfg(*overrides):
@@ -18,6 +18,21 @@ def as_records(worlds, questions):
 def test_same_seed_same_world_other_seed_other_world():
     assert as_records(*generate(world_cfg())) == as_records(*generate(world_cfg()))
     assert as_records(*generate(world_cfg())) != as_records(*generate(world_cfg("world.seed=1")))
+
+
+def test_world_ids_are_short_distinct_and_drawn_over_all_digits():
+    """The demo's 124 ids: not numbered in order (where "w120".. held out followed "w000".."w119", so "2"
+    never came after "w1" in training), but drawn so that nearly every digit pair occurs in training ids
+    at each place, and a student copies a held-out number rather than meeting a pair it never saw."""
+    ids = world_ids(124, seed=0)
+    assert ids == world_ids(124, seed=0) != world_ids(124, seed=1)
+    assert len(set(ids)) == 124 and all(re.fullmatch(r"w\d{3}", i) for i in ids)
+    train = ids[:120]
+    for place in range(1, 4):
+        assert len({i[place] for i in train}) == 10  # every digit at every place
+    pairs = {(i[place], i[place + 1]) for i in train for place in (1, 2)}
+    assert len(pairs) >= 90
+    assert re.fullmatch(r"w\d{5}", world_ids(2000, seed=0)[0])  # wider ids for more worlds
 
 
 def test_every_type_in_the_configured_numbers():
