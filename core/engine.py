@@ -3,7 +3,8 @@ result as forced tokens and continues from the KV cache without re-encoding the 
 
 Every row advances exactly one token per step: the next of its forced tokens (a tool turn and the next
 assistant header) if it has any, else a sampled one. So rows at different steps of their own
-conversations share one batch and one cache, and `sampled` records which tokens the model chose. A turn
+conversations share one batch and one cache (rows that finished leave it, so a batch does not run at
+full width until its longest answer ends), and `sampled` records which tokens the model chose. A turn
 ends at an end-of-turn token; if it holds a tool call, the call runs and the tool turn is injected,
 otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
 a crash, and a bound on calls per answer keeps a looping model finite.
