@@ -104,8 +104,7 @@ class _GrowingLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            m = self.get_seq_length()
+        if m := self.get_seq_length():
             self._buffers = [b[indices, ...] for b in self._buffers]
             self.keys, self.values = (b[..., :m, :] for b in self._buffers)
 

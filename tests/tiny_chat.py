@@ -138,5 +138,5 @@ def batch_rows(cache, width: int) -> list[int]:
     if cache is None:  # a plain forward (scoring), no engine
         return list(range(width))
     if cache.get_seq_length() == 0:
-        cache.layers = [layer for layer in cache.layers if not isinstance(layer, _RowIds)] + [_RowIds(width)]
+        cache.layers.append(_RowIds(width))  # the engine makes a new cache for every batch
     return next(layer.ids for layer in cache.layers if isinstance(layer, _RowIds))
