@@ -148,6 +148,7 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
             tcfg.quote,
             offline,
             gold=question["id"] in gold,
+            near_misses=tcfg.near_misses,
         )
         advance(question, gen, None)
 

@@ -106,12 +106,15 @@ class Oracle:
     params: int | None = None
     searches: bool = True
     quote: bool = True
+    near_misses: bool = False
 
     def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
         return [self._one(row, q, search) for row, q in enumerate(questions)]
 
     def _one(self, row: int, question: dict, search: SearchFn) -> dict:
-        gen = oracle_trace(question, self.k, self.reformulations, quote=self.quote)
+        gen = oracle_trace(
+            question, self.k, self.reformulations, quote=self.quote, near_misses=self.near_misses
+        )
         passages = None
         try:
             while True:

@@ -136,6 +136,36 @@ def test_found_facts_are_quoted_verbatim(small_run):
         assert quoted + " So " in trace["messages"][-1]["content"]
 
 
+@pytest.mark.parametrize("near_misses", [True, False])
+def test_a_near_miss_is_quoted_and_set_aside(small_run, tmp_path, near_misses):
+    """With teacher.near_misses, a missed search whose results hold the needed relation about another
+    entity quotes that line and says whose it is, before rephrasing or abstaining."""
+    for stage in ("world", "index"):
+        shutil.copytree(small_run / stage, tmp_path / stage)
+    traces(make_cfg("traces", tmp_path, f"teacher.near_misses={near_misses}"))
+    questions = {q["id"]: q for q in read_jsonl(small_run / "world" / "questions" / "train.jsonl")}
+    seen = 0
+    for trace in read_traces(tmp_path / "traces" / "traces.jsonl"):
+        if trace["metadata"]["type"] != "unanswerable" or trace["metadata"]["search"] == "unavailable":
+            continue
+        (hop,) = questions[trace["id"]]["hops"]
+        turns = trace["messages"][2:]
+        for result, reply in zip(turns[1::2], turns[2::2], strict=True):
+            near = [
+                line
+                for line in result["content"].splitlines()
+                if line.split("]")[0].endswith(f"-{hop['relation']}")
+            ]
+            if not near or not near_misses:
+                assert "That is about" not in reply["content"]
+                continue
+            title = near[0].split("] ", 1)[1].split(":")[0]
+            assert title != hop["subject"]
+            assert reply["content"].startswith(f"{near[0]} That is about {title}, not {hop['subject']}.")
+            seen += 1
+    assert seen or not near_misses, "expected unanswerable traces whose searches returned someone else's fact"
+
+
 @pytest.mark.parametrize("big,small", [(1916, 1832), (45210, 3999), (7, 7), (10000, 1), (99999, 12345)])
 def test_subtraction_is_written_out_column_by_column(big, small):
     from cogcore.distill.teachers.oracle import subtraction

@@ -126,13 +126,17 @@ def oracle_trace(
     quote: bool = False,
     offline: bool = False,
     gold: bool = False,
+    near_misses: bool = False,
 ) -> Searches:
     """`quote`: state each found fact by first quoting its retrieved line verbatim (id included), then
     restating it; copying a line is easier for a small student than rephrasing out of it.
     `offline`: the search tool is down for this question (its first call is answered `UNAVAILABLE`), and
     the trace abstains: what a student should do rather than answer from memory (the design's deferral).
     `gold`: the driver answers this question's searches with exactly its gold passages (a perfect
-    retriever, as the R suite's search is); recorded in the trace's metadata."""
+    retriever, as the R suite's search is); recorded in the trace's metadata.
+    `near_misses`: when a search misses the passage it needs but returns one with the same relation about
+    another entity, quote that line and say whose it is (`That is about Y, not X.`) before rephrasing or
+    abstaining, so that a student learns to check whose fact a line states, not only which relation."""
     messages = conversation(question, system_prompt)
     calls = 0
     carried: list[str] = []  # reasoning sentences waiting for the next assistant turn
@@ -174,6 +178,13 @@ def oracle_trace(
                 if quote:  # the retrieved line verbatim, then the fact restated from it
                     return f"{render_results(found)} So {fact}."
                 return f"{fact} [{hop['passage']}]."
+            near = [
+                p
+                for p in passages
+                if p["id"].endswith(f"-{hop['relation']}") and p["title"] != hop["subject"]
+            ]
+            if near_misses and near:
+                say(f"{render_results(near[:1])} That is about {near[0]['title']}, not {hop['subject']}.")
         return None
 
     def finish(reasoning: str, answer: str) -> dict:
