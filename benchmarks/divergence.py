@@ -32,12 +32,29 @@ def flatten(messages: list[dict]) -> str:
     return "\n".join(turns)
 
 
+def place_of(want: str, at: int) -> str:
+    """Where in the oracle's flattened trace `want` the first difference at `at` lies."""
+    line = want[:at].split("\n")[-1]
+    if re.search(r"\[w\d*$", want[max(0, at - 8) : at]):
+        return "world id"
+    if re.search(r"\[[\w-]+\] [^:\[\]]*: ?$", line):
+        return "quote: which line"
+    if re.search(r"\[[\w-]+\] [^\[\]]*$", line) and " So " not in line.split("]")[-1]:
+        return "quote: inside text"
+    if re.search(r'"query": "[^"]*$', line):
+        return "query"
+    if re.search(r"column|digit", line):
+        return "written-out steps"
+    return "other"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", required=True, help="samples/<system>/<suite>.jsonl from cogcore eval")
     parser.add_argument("--oracle", required=True, help="oracle traces of the same questions")
     parser.add_argument("--types", nargs="+", default=["lookup", "compose"])
     parser.add_argument("--show", type=int, default=10)
+    parser.add_argument("--show-place", default="other", help="which place's cases to print")
     args = parser.parse_args()
 
     oracle = {t["metadata"]["question"]: t for t in read_traces(args.oracle)}
@@ -51,9 +68,9 @@ def main() -> None:
             continue
         got, want = flatten(sample["messages"]), flatten(reference["messages"])
         at = len(os.path.commonprefix([got, want]))
-        place = "world id" if re.search(r"\[w\d*$", want[max(0, at - 8) : at]) else "other"
+        place = place_of(want, at)
         places[place] += 1
-        if place == "other" and shown < args.show:
+        if place == args.show_place and shown < args.show:
             shown += 1
             print(f"...{want[max(0, at - 40) : at]!r}")
             print(f"   oracle: {want[at : at + 25]!r}\n   student: {got[at : at + 25]!r}")

@@ -11,6 +11,9 @@ of the tool result (BENCHMARKS.md). `copy_top1` probes that skill alone: the sha
 right in the second half of random token runs shown twice (`distill.data.copy_drills`, unseen seed);
 a student without induction heads scores about 0. `copy_top1_alphabet_A` does the same on runs drawn
 from A tokens, which repeat within a run: one token of context no longer says where to copy from.
+`record_top1` is the same on record drills (`distill.data.record_drills`: one of a few lines that share
+spans, repeated), and `record_top1_ambiguous` only on the tokens that follow a token the lines share,
+where the student must know which line it is copying.
 """
 
 from __future__ import annotations
@@ -19,13 +22,34 @@ import argparse
 import json
 import random
 from collections import defaultdict
+from itertools import pairwise
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.tools import ANSWER_PREFIX, SEARCH_TOOL
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import copy_drills, encode_trace
+from cogcore.distill.data import copy_drills, drill_vocab, encode_trace, record_drills
+
+
+def drill_top1(model, drills: list[tuple[list[int], list[int]]], ambiguous: bool = False) -> float:
+    """Top-1 accuracy on the trained tokens of `drills`; with `ambiguous`, only on those whose previous
+    token the context follows with more than one token (one token of context does not say what is next)."""
+    right = total = 0
+    for ids, mask in drills:
+        with torch.no_grad():
+            predicted = model(torch.tensor([ids]), use_cache=False).logits[0].argmax(-1)
+        hit = predicted[:-1] == torch.tensor(ids[1:])
+        trained = torch.tensor(mask[1:], dtype=torch.bool)
+        if ambiguous:
+            context = ids[: len(ids) - sum(mask) - 1]
+            followers = defaultdict(set)
+            for before, after in pairwise(context):
+                followers[before].add(after)
+            trained &= torch.tensor([len(followers[token]) > 1 for token in ids[:-1]])
+        right += int(hit[trained].sum())
+        total += int(trained.sum())
+    return right / total
 
 
 def copy_top1(
@@ -34,18 +58,10 @@ def copy_top1(
     """Top-1 accuracy on the trained (repeated) tokens of copy drills the student never saw, drawn from
     the whole vocabulary or from random `alphabet`-token subsets (tokens repeat within a run, as the
     pieces of names do)."""
-    vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
+    vocab = drill_vocab(tokenizer)
     if alphabet is not None:
         vocab = random.Random(seed).sample(vocab, alphabet)
-    right = total = 0
-    for ids, mask in copy_drills(n_tokens, vocab, tokenizer.bos_token_id, 8, 48, seed):
-        with torch.no_grad():
-            predicted = model(torch.tensor([ids]), use_cache=False).logits[0].argmax(-1)
-        hit = predicted[:-1] == torch.tensor(ids[1:])
-        trained = torch.tensor(mask[1:], dtype=torch.bool)
-        right += int(hit[trained].sum())
-        total += int(trained.sum())
-    return right / total
+    return drill_top1(model, copy_drills(n_tokens, vocab, tokenizer.bos_token_id, 8, 48, seed))
 
 
 def main() -> None:
@@ -82,6 +98,9 @@ def main() -> None:
     report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
     for alphabet in (64, 16, 8):
         report[f"copy_top1_alphabet_{alphabet}"] = round(copy_top1(model, tokenizer, alphabet), 3)
+    records = record_drills(4_000, drill_vocab(tokenizer), tokenizer.bos_token_id, seed=12_345)
+    report["record_top1"] = round(drill_top1(model, records), 3)
+    report["record_top1_ambiguous"] = round(drill_top1(model, records, ambiguous=True), 3)
     print(json.dumps(report, indent=2))
 
 

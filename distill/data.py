@@ -208,16 +208,33 @@ def pack_traces(
     drills: float = 0.0,
     drill_len: tuple[int, int] = (8, 48),
     min_alphabet: int | None = None,
+    records: float = 0.0,
 ) -> PackedRows:
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
-    copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens."""
+    copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens, a share
+    `records` of those tokens in record drills (`record_drills`)."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
     if drills <= 0:
         return pack(examples, seq_len, _pad_id(tokenizer), seed)
     if not 0 < drills < 1:
         raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
+    if not 0 <= records <= 1:
+        raise ValueError(f"distill.copy_drills.records={records}: use a share in [0, 1]")
+    if records and RECORD_MAX_LEN > seq_len:
+        raise ValueError(
+            f"record drills take up to {RECORD_MAX_LEN} tokens, more than a row of {seq_len}; "
+            "raise distill.seq_len or set distill.copy_drills.records=0"
+        )
     n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
-    extra = _drills_for(tokenizer, n_tokens, seq_len, drill_len, seed, min_alphabet)
+    n_records = int(n_tokens * records)
+    extra = _drills_for(tokenizer, n_tokens - n_records, seq_len, drill_len, seed, min_alphabet)
+    if n_records:
+        marks = [tokenizer.encode(text, add_special_tokens=False) for text in RECORD_MARK_TEXTS]
+        if sum(map(len, marks)) > RECORD_MARKS:
+            raise ValueError(
+                f"record drills: the tokenizer splits {RECORD_MARK_TEXTS} into {marks}, too long"
+            )
+        extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
     return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
 
@@ -296,4 +313,48 @@ def copy_drills(
         ids = [bos_id, *run, *run]
         drills.append((ids, [0] * (len(run) + 2) + [1] * (len(run) - 1)))
         made += len(ids)
+    return drills
+
+
+# Record drills: lengths (low, high) of a line's parts; a drill is at most 5 lines of RECORD_PARTS' highs.
+RECORD_LINES = (2, 4)
+RECORD_PARTS = {"key": (2, 4), "title": (2, 5), "head": (1, 4), "name": (2, 5), "tail": (1, 5)}
+RECORD_MARK_TEXTS = ("\n[", "]")  # how a rendered search result opens and closes a passage id
+RECORD_SHARED, RECORD_OWN = ("title", "name"), ("key", "head", "tail")
+RECORD_MARKS = 4  # tokens `marks` may add to a line
+RECORD_MAX_LEN = 1 + (RECORD_LINES[1] + 1) * (sum(high for _, high in RECORD_PARTS.values()) + RECORD_MARKS)
+
+
+def record_drills(
+    n_tokens: int,
+    vocab: Sequence[int],
+    bos_id: int,
+    seed: int | str,
+    marks: tuple[Sequence[int], Sequence[int]] = ((), ()),
+) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, shaped like a tool result and its
+    quote: `<|bos|>`, two to four lines `open key close title head name tail` (random runs of `vocab` ids;
+    `title` and `name` the same in every line, as a passage's title and entity are; `open` and `close` the
+    fixed ids of `marks`, as a rendered result's `\\n[` and `]`), then one of the lines again, trained after
+    its first `key` token. Where a plain copy drill's next token follows from the one before it,
+    here the token after the shared `title` or `name` depends on which line is being copied, up to a
+    dozen tokens back: the student must keep its place in the line, as it must when quoting one of three
+    passages about the same entity (the demo student quoted `The headquarters of X` and went on with the
+    founder line's `is Y`)."""
+    rng = random.Random(f"records-{seed}")
+    drills, made = [], 0
+    while made < n_tokens:
+        n_lines = rng.randint(*RECORD_LINES)
+        shared = {part: rng.choices(vocab, k=rng.randint(*RECORD_PARTS[part])) for part in RECORD_SHARED}
+        firsts = rng.sample(vocab, n_lines)  # distinct first tokens: the repeat's first token names its line
+        lines = []
+        for first in firsts:
+            own = {part: rng.choices(vocab, k=rng.randint(*RECORD_PARTS[part])) for part in RECORD_OWN}
+            key = [*marks[0], first, *own["key"][1:], *marks[1]]
+            lines.append([*key, *shared["title"], *own["head"], *shared["name"], *own["tail"]])
+        line = rng.choice(lines)
+        context = [bos_id, *(token for each in lines for token in each)]
+        untrained = len(context) + len(marks[0]) + 1  # the line's marks and first key token say nothing
+        drills.append(([*context, *line], [0] * untrained + [1] * (len(context) + len(line) - untrained)))
+        made += len(context) + len(line)
     return drills

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 from transformers import get_scheduler
 
@@ -327,6 +328,7 @@ def distill(cfg: DictConfig) -> Path:
         drills=drills.share,
         drill_len=drill_len,
         min_alphabet=drills.min_alphabet,
+        records=drills.records,
     )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 
@@ -370,6 +372,15 @@ def distill(cfg: DictConfig) -> Path:
     scheduler = scheduler_for(optimizer, dcfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     teacher = load_teacher(dcfg, accelerator.unwrap_model(model).config.vocab_size, accelerator)
+    ema = None
+    if dcfg.ema:  # an exponential moving average of the weights over the trace phase: the saved student
+        if not 0 < dcfg.ema < 1:
+            raise DataError(f"distill.ema={dcfg.ema}: use a decay in (0, 1), e.g. 0.999, or null for none")
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise DataError("distill.ema averages whole weights, which FSDP shards: set distill.ema=null")
+        plain = accelerator.unwrap_model(model, keep_torch_compile=False)  # the weights being trained
+        ema = AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(dcfg.ema))
+        accelerator.register_for_checkpointing(ema)  # saved and restored with the checkpoints
 
     settings = settings_of(cfg)
     step = 0
@@ -419,6 +430,8 @@ def distill(cfg: DictConfig) -> Path:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None and phase.name == "traces":  # its first update copies the weights
+            ema.update_parameters(plain)
         step += 1
 
         loss = accelerator.reduce(loss_sum, reduction="sum").item() / global_tokens
@@ -435,6 +448,8 @@ def distill(cfg: DictConfig) -> Path:
         }
         if val_rows is not None and (step % dcfg.eval_every == 0 or step == total_steps):
             record["heldout_loss"] = heldout_loss(model, val_rows, dcfg, accelerator)
+            if ema is not None and phase.name == "traces":
+                record["heldout_loss_ema"] = heldout_loss(ema.module, val_rows, dcfg, accelerator)
         if step % dcfg.log_every == 0 or "heldout_loss" in record or step == total_steps:
             metrics.log(step, record)
         if step % dcfg.ckpt_every == 0 or step == total_steps:
@@ -443,7 +458,7 @@ def distill(cfg: DictConfig) -> Path:
 
     if main:
         save_student(
-            accelerator.unwrap_model(model),
+            accelerator.unwrap_model(model) if ema is None else ema.module,
             tokenizer,
             out,
             {

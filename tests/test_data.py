@@ -12,12 +12,14 @@ from cogcore.distill.attention import NAME as PACKED
 from cogcore.distill.attention import trace_bounds
 from cogcore.distill.data import (
     IGNORE_INDEX,
+    RECORD_MAX_LEN,
     collate,
     copy_drills,
     encode_trace,
     pack,
     pack_drills,
     pack_traces,
+    record_drills,
 )
 
 TOOLS = [SEARCH_TOOL]
@@ -155,6 +157,28 @@ def test_copy_drills_from_small_alphabets_repeat_tokens(tokenizer):
     for bad in (1, 1001):
         with pytest.raises(ValueError, match="use 2 to 1000"):
             copy_drills(100, vocab, tokenizer.bos_token_id, 8, 16, seed=0, min_alphabet=bad)
+
+
+@pytest.mark.parametrize("marks", [((), ()), ((7, 8), (9,))])
+def test_record_drills_repeat_one_line_whose_place_must_be_kept(tokenizer, marks):
+    vocab = list(range(20, 1020))
+    drills = record_drills(5_000, vocab, tokenizer.bos_token_id, 1, marks)
+    assert drills == record_drills(5_000, vocab, tokenizer.bos_token_id, 1, marks)
+    assert 5_000 <= sum(len(ids) for ids, _ in drills) < 5_000 + RECORD_MAX_LEN
+    ambiguous = 0
+    for ids, mask in drills:
+        assert ids[0] == tokenizer.bos_token_id and len(ids) <= RECORD_MAX_LEN
+        n = sum(mask) + len(marks[0]) + 1  # the repeated line: trained after its marks and first key token
+        line, context = ids[-n:], ids[1:-n]
+        assert mask == [0] * (len(ids) - n + len(marks[0]) + 1) + [1] * (n - len(marks[0]) - 1)
+        assert line[: len(marks[0])] == list(marks[0]) and set(marks[1]) <= set(line)
+        assert any(context[k : k + n] == line for k in range(len(context)))  # a line it was shown
+        # somewhere in the line, the token before says nothing: the context follows it with several tokens
+        ambiguous += any(
+            len({context[i + 1] for i, t in enumerate(context[:-1]) if t == line[j]}) > 1
+            for j in range(len(marks[0]) + 1, n - 1)
+        )
+    assert ambiguous == len(drills)
 
 
 def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):

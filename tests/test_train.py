@@ -40,7 +40,7 @@ def weights(run):
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
-    steps = ("distill.max_steps=30", "distill.ckpt_every=3", "distill.eval_every=10")
+    steps = ("distill.max_steps=30", "distill.ckpt_every=3", "distill.eval_every=10", "distill.ema=0.8")
     straight = prepared(small_run, tmp_path, "straight")
     distill(make_cfg("distill", straight, *MICRO, *steps))
 
