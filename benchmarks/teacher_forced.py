@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.tools import ANSWER_PREFIX, SEARCH_TOOL
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import copy_drills, drill_vocab, encode_trace, record_drills
+from cogcore.distill.data import copy_drills, drill_vocab, encode_trace, record_drills, record_marks
 
 
 def drill_top1(model, drills: list[tuple[list[int], list[int]]], ambiguous: bool = False) -> float:
@@ -98,7 +98,8 @@ def main() -> None:
     report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
     for alphabet in (64, 16, 8):
         report[f"copy_top1_alphabet_{alphabet}"] = round(copy_top1(model, tokenizer, alphabet), 3)
-    records = record_drills(4_000, drill_vocab(tokenizer), tokenizer.bos_token_id, seed=12_345)
+    vocab, marks = drill_vocab(tokenizer), record_marks(tokenizer)
+    records = record_drills(4_000, vocab, tokenizer.bos_token_id, 12_345, marks)
     report["record_top1"] = round(drill_top1(model, records), 3)
     report["record_top1_ambiguous"] = round(drill_top1(model, records, ambiguous=True), 3)
     print(json.dumps(report, indent=2))

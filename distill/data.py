@@ -229,11 +229,7 @@ def pack_traces(
     n_records = int(n_tokens * records)
     extra = _drills_for(tokenizer, n_tokens - n_records, seq_len, drill_len, seed, min_alphabet)
     if n_records:
-        marks = [tokenizer.encode(text, add_special_tokens=False) for text in RECORD_MARK_TEXTS]
-        if sum(map(len, marks)) > RECORD_MARKS:
-            raise ValueError(
-                f"record drills: the tokenizer splits {RECORD_MARK_TEXTS} into {marks}, too long"
-            )
+        marks = record_marks(tokenizer)
         extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
     return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
@@ -323,6 +319,14 @@ RECORD_MARK_TEXTS = ("\n[", "]")  # how a rendered search result opens and close
 RECORD_SHARED, RECORD_OWN = ("title", "name"), ("key", "head", "tail")
 RECORD_MARKS = 4  # tokens `marks` may add to a line
 RECORD_MAX_LEN = 1 + (RECORD_LINES[1] + 1) * (sum(high for _, high in RECORD_PARTS.values()) + RECORD_MARKS)
+
+
+def record_marks(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids that open and close a passage id in a rendered search result, as record drills use them."""
+    opening, closing = (tokenizer.encode(text, add_special_tokens=False) for text in RECORD_MARK_TEXTS)
+    if len(opening) + len(closing) > RECORD_MARKS:
+        raise ValueError(f"record drills: the tokenizer splits {RECORD_MARK_TEXTS} into too many tokens")
+    return opening, closing
 
 
 def record_drills(

@@ -8,14 +8,15 @@ Training runs in phases: an optional copy warm-up (`distill.copy_drills.warmup_s
 of copy drills, which teach a from-scratch student to copy from its context before it meets the traces),
 then the traces. The data order is a pure function of (seed, step): step s is step i of its phase and
 takes global batch i of a per-epoch permutation of that phase's packed rows, and each process takes its
-contiguous share of that batch. The loss of a
-step is normalised by the trained tokens of the whole global batch, so 1 process and N processes with
-the same global batch compute the same gradient. A checkpoint (model, optimizer, scheduler, RNG states
-and the step, which is the data position) is written under a temporary name and renamed; after a kill at
-any moment the job resumes from the last one and continues exactly.
+contiguous share of that batch. The loss of a step is normalised by the trained tokens of the whole
+global batch, so 1 process and N processes with the same global batch compute the same gradient. A
+checkpoint (model, optimizer, scheduler, RNG states, the weight average of `distill.ema` and the step,
+which is the data position) is written under a temporary name and renamed; after a kill at any moment
+the job resumes from the last one and continues exactly.
 
-Outputs in `<run_dir>/student/`: the final HF checkpoint (safetensors, config, tokenizer with chat
-template), `manifest.json` (written last), `metrics.jsonl`, `checkpoints/`.
+Outputs in `<run_dir>/student/`: the final HF checkpoint (the weight average with `distill.ema`;
+safetensors, config, tokenizer with chat template), `manifest.json` (written last), `metrics.jsonl`,
+`checkpoints/`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedType
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 from transformers import get_scheduler
 
@@ -250,6 +251,19 @@ def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tens
 
 
 @torch.no_grad()
+def ema_update(decay: float):
+    """An `AveragedModel` update: exponential moving average whose decay warms up as min(decay, (1 + n) /
+    (10 + n)) after n updates, so that a short run's average is not dominated by its first weights
+    (at 0.999, a 480-step run would keep 62% of them)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = int(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 def heldout_loss(model, rows: PackedRows, dcfg: DictConfig, accelerator: Accelerator) -> float:
     """Cross-entropy per trained token over the held-out rows (no teacher: the student's own loss)."""
     # The unwrapped model: a DDP forward broadcasts buffers, a collective that would hang the processes
@@ -379,7 +393,7 @@ def distill(cfg: DictConfig) -> Path:
         if accelerator.distributed_type == DistributedType.FSDP:
             raise DataError("distill.ema averages whole weights, which FSDP shards: set distill.ema=null")
         plain = accelerator.unwrap_model(model, keep_torch_compile=False)  # the weights being trained
-        ema = AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(dcfg.ema))
+        ema = AveragedModel(plain, multi_avg_fn=ema_update(dcfg.ema))
         accelerator.register_for_checkpointing(ema)  # saved and restored with the checkpoints
 
     settings = settings_of(cfg)

@@ -23,7 +23,7 @@ from cogcore.distill.data import encode_trace, pack_traces
 from cogcore.distill.losses import distill_loss
 from cogcore.distill.teachers.hf import save_topk
 from cogcore.distill.topk import TopkTeacher
-from cogcore.distill.train import TOOLS, distill, split_traces
+from cogcore.distill.train import TOOLS, distill, ema_update, split_traces
 
 MICRO = (*MICRO, "distill.log_every=1")
 
@@ -70,6 +70,21 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], rel=1e-6)
     kept = sorted(p.name for p in (killed / "student" / "checkpoints").iterdir())
     assert kept == ["step-00000030", "step-00000032", "tokenizer"]
+
+
+def test_weight_average_warms_up_then_decays_at_its_rate():
+    weights = torch.nn.Linear(2, 1, bias=False)
+    average = torch.optim.swa_utils.AveragedModel(weights, multi_avg_fn=ema_update(0.9))
+    expected = None
+    for n in range(100):
+        with torch.no_grad():
+            weights.weight.fill_(float(n))
+        average.update_parameters(weights)
+        # the first update copies; the next, with n averaged so far, keeps min(0.9, (1 + n) / (10 + n))
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = 0.0 if expected is None else decay * expected + (1 - decay) * n
+        assert average.module.weight.flatten().tolist() == pytest.approx([expected, expected])
+    assert decay == 0.9 and int(average.n_averaged) == 100
 
 
 def test_resume_with_other_settings_is_refused(small_run, tmp_path):
