@@ -250,7 +250,6 @@ def step_loss(model, teacher, batch: dict, dcfg: DictConfig) -> tuple[torch.Tens
     return losses["loss"] * tokens, tokens
 
 
-@torch.no_grad()
 def ema_update(decay: float):
     """An `AveragedModel` update: exponential moving average whose decay warms up as min(decay, (1 + n) /
     (10 + n)) after n updates, so that a short run's average is not dominated by its first weights
@@ -264,6 +263,7 @@ def ema_update(decay: float):
     return update
 
 
+@torch.no_grad()
 def heldout_loss(model, rows: PackedRows, dcfg: DictConfig, accelerator: Accelerator) -> float:
     """Cross-entropy per trained token over the held-out rows (no teacher: the student's own loss)."""
     # The unwrapped model: a DDP forward broadcasts buffers, a collective that would hang the processes
