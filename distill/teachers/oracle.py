@@ -178,13 +178,12 @@ def oracle_trace(
                 if quote:  # the retrieved line verbatim, then the fact restated from it
                     return f"{render_results(found)} So {fact}."
                 return f"{fact} [{hop['passage']}]."
-            near = [
-                p
-                for p in passages
-                if p["id"].endswith(f"-{hop['relation']}") and p["title"] != hop["subject"]
-            ]
-            if near_misses and near:
-                say(f"{render_results(near[:1])} That is about {near[0]['title']}, not {hop['subject']}.")
+            if near_misses:  # the first returned line of the needed relation, about another entity
+                relation, subject = f"-{hop['relation']}", hop["subject"]
+                others = (p for p in passages if p["id"].endswith(relation) and p["title"] != subject)
+                near = next(others, None)
+                if near is not None:
+                    say(f"{render_results([near])} That is about {near['title']}, not {subject}.")
         return None
 
     def finish(reasoning: str, answer: str) -> dict:
