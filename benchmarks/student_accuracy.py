@@ -2,7 +2,7 @@
 with live retrieval (the student searches its world's collection of the index).
 
     .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32] \
-        [--samples out.jsonl] [--max-new-tokens N]
+        [--samples out.jsonl] [--max-new-tokens N] [--free-quotes]
 
 Graded by cogcore.evals.scoring (SQuAD-normalised exact match of the final `Answer:` line; `unknown`
 is correct only for unanswerable questions), per question type.
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
+    parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
@@ -40,7 +41,7 @@ def main() -> None:
         max_new_tokens = args.max_new_tokens or compose("eval").eval.max_new_tokens
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
     model, tokenizer = load_model(f"{args.run_dir}/student")
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, k=args.k)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, k=args.k, quotes=not args.free_quotes)
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions

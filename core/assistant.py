@@ -127,6 +127,7 @@ def generation_config(assistant: Assistant, cfg: DictConfig, **overrides) -> Gen
         max_new_tokens=assistant.engine.context,
         max_tool_calls=cfg.max_tool_calls,
         k=cfg.k,
+        quotes=cfg.quotes,
         **settings,
     )
 

@@ -9,6 +9,12 @@ ends at an end-of-turn token; if it holds a tool call, the call runs and the too
 otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
 a crash, and a bound on calls per answer keeps a looping model finite.
 
+Quotes are verbatim (`quotes`, on by default): once the model has begun a line with the `[id]` of a
+passage a search returned to this row, each next token is the model's likeliest one that keeps the line a
+prefix of that passage's rendered line, until the line is whole. The model still chooses which passage to
+quote and what to make of it; it cannot misquote one (a one-token slip inside a quote used to send a
+small student on along another line's text: BENCHMARKS.md, "Verbatim quotes").
+
 An optional `on_token` callback sees each sampled token as it is chosen (the assistant streams from it)
 and can end a row early (a stop string, a client that went away, Ctrl-C); with `run_tools=False` a turn
 with calls ends the row instead, for a caller that runs the calls itself.
@@ -61,6 +67,7 @@ class GenerationConfig:
     k: int = 3  # passages per search when the model's call names no k
     run_tools: bool = True  # False: a turn with calls ends the row (stop="tool_calls"), for a caller
     # that runs the calls itself (an OpenAI client with its own tools)
+    quotes: bool = True  # a line begun with a returned passage's `[id]` goes on as that passage's line
 
 
 @dataclass
@@ -72,6 +79,9 @@ class Row:
     turn: list[int] = field(default_factory=list)  # sampled tokens of the current assistant turn
     sampled: list[bool] = field(default_factory=list)  # per generated token: sampled (True) or forced
     calls: int = 0
+    passages: list[str] = field(default_factory=list)  # the `[id] title: text` lines searches returned
+    line: list[int] = field(default_factory=list)  # sampled tokens since the last line break
+    free: bool = False  # this line is no quote (or its quote is whole): nothing left to hold it to
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
 
@@ -148,6 +158,7 @@ class Engine:
         self.end_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
+        self._pieces: list[str] | None = None  # each token id's text, built at the first quote
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -172,6 +183,9 @@ class Engine:
         for messages in conversations:
             ids = self.prompt(messages)
             rows.append(Row([dict(m) for m in messages], ids, len(ids)))
+            for m in messages:
+                if m.get("role") == "tool":
+                    rows[-1].passages.extend(_passage_lines(m.get("content")))
         device = next(self.model.parameters()).device
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
@@ -203,12 +217,21 @@ class Engine:
                 if r.done:
                     continue
                 forced = bool(r.forced)
-                token = r.forced.popleft() if forced else int(choices[j])
+                if forced:
+                    token = r.forced.popleft()
+                else:
+                    quoted = self._quoted(r) if cfg.quotes else None
+                    token = (
+                        int(choices[j]) if quoted is None else self._quote(quoted, logits[j], cfg, generator)
+                    )
                 step[j, 0], live[j, 0] = token, 1
                 r.cached.append(token)
                 r.sampled.append(not forced)
                 if not forced:
                     r.turn.append(token)
+                    r.line.append(token)
+                    if "\n" in self._piece(token):
+                        r.line, r.free = [token], False
                     if on_token is not None and on_token(i, token):
                         self._finish(r, "stopped")
                     elif token in self.end_ids:
@@ -263,10 +286,59 @@ class Engine:
             logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
+    def _piece(self, token: int) -> str:
+        """The text a token adds after another (decoding it alone drops the leading space of a
+        SentencePiece token)."""
+        if self._pieces is None:
+            anchor = self.encode("x")[-1:]
+            skip = len(self.tokenizer.decode(anchor))
+            self._pieces = [
+                self.tokenizer.decode(anchor + [v], skip_special_tokens=False)[skip:]
+                for v in range(len(self.tokenizer))
+            ]
+        return self._pieces[token] if 0 <= token < len(self._pieces) else ""
+
+    def _quoted(self, r: Row) -> list[str] | None:
+        """What is left of the passage lines the row's current line is quoting, once it has written a
+        returned passage's whole `[id]`; None when the line is free."""
+        if r.free or not r.line or not r.passages:
+            return None
+        text = self.tokenizer.decode(r.line, skip_special_tokens=False).rpartition("\n")[2]
+        if not text:
+            return None
+        if not text.startswith("["):
+            r.free = True
+            return None
+        if "]" not in text:
+            return None  # still writing the id
+        rests = [p[len(text) :] for p in r.passages if len(p) > len(text) and p.startswith(text)]
+        if not rests:
+            r.free = True  # not a returned passage's id, or its line is whole
+            return None
+        return rests
+
+    def _quote(self, rests: list[str], logits: torch.Tensor, cfg: GenerationConfig, generator) -> int:
+        """The next token of a quote: the model's choice among the tokens that keep the line a prefix of a
+        passage line it is quoting (or end that line), sampled as `cfg` says."""
+
+        def fits(v: int) -> bool:
+            piece = self._piece(v)
+            return bool(piece) and any(rest.startswith(piece) or piece.startswith(rest) for rest in rests)
+
+        order = logits.argsort(descending=True).tolist()
+        if cfg.temperature <= 0:
+            return next((v for v in order if fits(v)), order[0])
+        allowed = [v for v in order[:256] if fits(v)] or [v for v in order if fits(v)]
+        if not allowed:
+            return order[0]
+        mask = torch.full_like(logits, float("-inf"))
+        mask[allowed] = 0.0
+        return int(self._sample((logits + mask)[None], cfg, generator)[0])
+
     def _end_turn(self, i: int, r: Row, search: SearchFn, cfg: GenerationConfig) -> None:
         """The row's assistant turn just ended: record it, and either run its calls or finish."""
         text = self.tokenizer.decode(r.turn[:-1], skip_special_tokens=False)
-        r.turn = []
+        r.turn, r.line, r.free = [], [], False
         content, calls = parse_turn(text)
         if not calls:
             r.messages.append({"role": "assistant", "content": content})
@@ -288,14 +360,9 @@ class Engine:
         before = _render(self.tokenizer, r.messages + [turn], self.tools, False)
         r.messages.append(turn)
         for call in turn["tool_calls"]:
-            r.messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": call["id"],
-                    "name": SEARCH,
-                    "content": self._run(i, r, call, search, cfg),
-                }
-            )
+            result = self._run(i, r, call, search, cfg)
+            r.passages.extend(_passage_lines(result))
+            r.messages.append({"role": "tool", "tool_call_id": call["id"], "name": SEARCH, "content": result})
         after = _render(self.tokenizer, r.messages, self.tools, True)
         if not after.startswith(before):
             raise ValueError(
@@ -328,6 +395,11 @@ class Engine:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
+
+
+def _passage_lines(content) -> list[str]:
+    """The `[id] title: text` lines of a tool turn (render_results' format)."""
+    return [line for line in str(content or "").splitlines() if line.startswith("[") and "] " in line]
 
 
 def _with_default_k(call: dict, k: int) -> dict:

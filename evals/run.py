@@ -37,7 +37,7 @@ def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
     from cogcore.core.engine import Engine, GenerationConfig
 
     model, tokenizer = load_model(path, key=f"eval.checkpoints.{name}" if name in ecfg.checkpoints else name)
-    gen = GenerationConfig(max_new_tokens=ecfg.max_new_tokens, k=ecfg.k)
+    gen = GenerationConfig(max_new_tokens=ecfg.max_new_tokens, k=ecfg.k, quotes=ecfg.quotes)
     params = sum(p.numel() for p in model.parameters())
     return cls(
         name=name, engine=Engine(model, tokenizer), gen=gen, batch=ecfg.batch_size, params=params, **extra

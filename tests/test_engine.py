@@ -152,6 +152,38 @@ def test_tool_loop(tokenizer):
         assert history == out["tokens"][: len(history)] and len(out["tokens"]) - len(history) <= 1
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer, temperature):
+    """A model that begins a line with a returned passage's [id] and then slips is held to that passage's
+    line (greedy and sampled); a line citing an id no search returned, or not starting with one, is the
+    model's own; with quotes off, the slip stands."""
+    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    slips = {
+        "held": "[p2] Bo: Bo is short.\nAnswer: short",
+        "unreturned id": "[p9] Bo: Bo is short.\nAnswer: short",
+        "no id": "Bo: Bo is short. [p2] Bo: Bo is short.\nAnswer: short",
+    }
+    passages = [
+        {"id": "p1", "title": "Ana", "text": "Ana is tall."},
+        {"id": "p2", "title": "Bo", "text": "Bo is tall."},
+    ]
+
+    def first_lines(quotes):
+        model = ScriptedLM(tokenizer, [[call, slip] for slip in slips.values()])
+        cfg = GenerationConfig(max_new_tokens=120, temperature=temperature, quotes=quotes)
+        outs = Engine(model, tokenizer).generate(
+            [conversation("How tall is Bo?")] * len(slips), lambda *a: passages, cfg
+        )
+        assert all(out["messages"][3]["role"] == "tool" for out in outs)
+        return dict(zip(slips, (out["messages"][4]["content"].splitlines()[0] for out in outs), strict=True))
+
+    held = first_lines(quotes=True)
+    assert held["held"].startswith("[p2] Bo: Bo is tall.")
+    assert held["unreturned id"] == "[p9] Bo: Bo is short."
+    assert held["no id"] == "Bo: Bo is short. [p2] Bo: Bo is short."
+    assert first_lines(quotes=False)["held"] == "[p2] Bo: Bo is short."
+
+
 def test_parse_turn():
     assert parse_turn(f'Look.{CALL}{{"query": "x"}}{END_CALL}') == (
         "Look.",

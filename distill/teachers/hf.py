@@ -98,6 +98,7 @@ def run_hf(
         top_p=tcfg.top_p,
         seed=tcfg.seed,
         k=tcfg.k,
+        quotes=tcfg.quotes,
     )
     name = f"hf:{Path(tcfg.path).name}"
     for start in range(0, len(questions), batch_size):
