@@ -79,6 +79,7 @@ class CogcoreLM(HFLM):
         k: int = 3,
         max_new_tokens: int = 1024,
         max_tool_calls: int = 6,
+        quotes: bool | str = True,
         batch_size: int | str = 1,
         device: str | None = None,
         **kwargs,
@@ -97,7 +98,10 @@ class CogcoreLM(HFLM):
         else:
             self.passages = None
         self.generation = GenerationConfig(
-            max_new_tokens=int(max_new_tokens), max_tool_calls=int(max_tool_calls), k=int(k)
+            max_new_tokens=int(max_new_tokens),
+            max_tool_calls=int(max_tool_calls),
+            k=int(k),
+            quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval's command line passes strings
         )
 
     def _suite(self, doc: dict) -> str:

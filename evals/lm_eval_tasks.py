@@ -181,6 +181,7 @@ def model_args(cfg: DictConfig) -> dict:
         "retriever": OmegaConf.to_container(cfg.retriever, resolve=True),
         "k": ecfg.k,
         "max_new_tokens": ecfg.max_new_tokens,
+        "quotes": ecfg.quotes,
     }
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     searches = {SEARCH[s] for s in ecfg.suites} | ({ecfg.lm_eval.search} if ecfg.lm_eval.tasks else set())
