@@ -43,6 +43,7 @@ from cogcore.core.tools import (
     SearchUnavailable,
     ToolCallError,
     parse_search_call,
+    passage_lines,
     render_results,
 )
 
@@ -158,7 +159,7 @@ class Engine:
         self.end_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
-        self._pieces: list[str] | None = None  # each token id's text, built at the first quote
+        self._pieces: list[str] | None = None  # each token id's text, built when a search first returns
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -185,7 +186,7 @@ class Engine:
             rows.append(Row([dict(m) for m in messages], ids, len(ids)))
             for m in messages:
                 if m.get("role") == "tool":
-                    rows[-1].passages.extend(_passage_lines(m.get("content")))
+                    rows[-1].passages.extend(passage_lines(m.get("content")))
         device = next(self.model.parameters()).device
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
@@ -229,9 +230,10 @@ class Engine:
                 r.sampled.append(not forced)
                 if not forced:
                     r.turn.append(token)
-                    r.line.append(token)
-                    if "\n" in self._piece(token):
-                        r.line, r.free = [token], False
+                    if cfg.quotes and r.passages:  # lines are followed only where there is one to quote
+                        r.line.append(token)
+                        if "\n" in self._piece(token):
+                            r.line, r.free = [token], False
                     if on_token is not None and on_token(i, token):
                         self._finish(r, "stopped")
                     elif token in self.end_ids:
@@ -301,7 +303,7 @@ class Engine:
     def _quoted(self, r: Row) -> list[str] | None:
         """What is left of the passage lines the row's current line is quoting, once it has written a
         returned passage's whole `[id]`; None when the line is free."""
-        if r.free or not r.line or not r.passages:
+        if r.free or not r.line:
             return None
         text = self.tokenizer.decode(r.line, skip_special_tokens=False).rpartition("\n")[2]
         if not text:
@@ -361,7 +363,7 @@ class Engine:
         r.messages.append(turn)
         for call in turn["tool_calls"]:
             result = self._run(i, r, call, search, cfg)
-            r.passages.extend(_passage_lines(result))
+            r.passages.extend(passage_lines(result))
             r.messages.append({"role": "tool", "tool_call_id": call["id"], "name": SEARCH, "content": result})
         after = _render(self.tokenizer, r.messages, self.tools, True)
         if not after.startswith(before):
@@ -395,11 +397,6 @@ class Engine:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
-
-
-def _passage_lines(content) -> list[str]:
-    """The `[id] title: text` lines of a tool turn (render_results' format)."""
-    return [line for line in str(content or "").splitlines() if line.startswith("[") and "] " in line]
 
 
 def _with_default_k(call: dict, k: int) -> dict:

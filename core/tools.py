@@ -64,6 +64,14 @@ def render_results(passages: list[dict]) -> str:
     return "\n".join(f"[{escape(p['id'])}] {escape(p['title'])}: {escape(p['text'])}" for p in passages)
 
 
+_PASSAGE_LINE = re.compile(r"^\[[^\]]+\] ")  # a rendered passage: "[id] title: text"
+
+
+def passage_lines(content: str | None) -> list[str]:
+    """The passage lines of a rendered tool turn (`render_results`' `[id] title: text`), still escaped."""
+    return [line for line in str(content or "").splitlines() if _PASSAGE_LINE.match(line)]
+
+
 def search_call(call_id: str, query: str, k: int) -> dict:
     """An OpenAI-style tool call to `search`."""
     arguments = json.dumps({"query": query, "k": k}, ensure_ascii=False)

@@ -31,13 +31,12 @@ from datasketch import MinHash, MinHashLSH
 from omegaconf import DictConfig
 
 from cogcore.core.answers import exact_match, normalize_answer, token_f1
-from cogcore.core.tools import UNKNOWN, final_answer
+from cogcore.core.tools import UNKNOWN, final_answer, passage_lines
 from cogcore.core.trace import trace_errors
 from cogcore.distill.teachers.oracle import Rejected
 
 MATCHES = ("em", "f1")
 NUM_PERM = 128
-_PASSAGE_LINE = re.compile(r"^\[[^\]]+\] ")  # a rendered passage: "[id] title: text"
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -49,11 +48,7 @@ def _number(text: str) -> float | None:
 def retrieved_passages(messages: list[dict]) -> list[str]:
     """The passage lines of the trace's tool turns, unescaped back to the text the index holds."""
     return [
-        html.unescape(line)
-        for m in messages
-        if m["role"] == "tool"
-        for line in m["content"].splitlines()
-        if _PASSAGE_LINE.match(line)
+        html.unescape(line) for m in messages if m["role"] == "tool" for line in passage_lines(m["content"])
     ]
 
 

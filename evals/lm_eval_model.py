@@ -101,7 +101,7 @@ class CogcoreLM(HFLM):
             max_new_tokens=int(max_new_tokens),
             max_tool_calls=int(max_tool_calls),
             k=int(k),
-            quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval's command line passes strings
+            quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval casts only true/false, 0/1
         )
 
     def _suite(self, doc: dict) -> str:
