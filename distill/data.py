@@ -28,6 +28,7 @@ from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import chat_messages
+from cogcore.distill.teachers.oracle import comparison, subtraction
 
 log = logging.getLogger(__name__)
 
@@ -209,13 +210,24 @@ def pack_traces(
     drill_len: tuple[int, int] = (8, 48),
     min_alphabet: int | None = None,
     records: float = 0.0,
+    steps: float = 0.0,
 ) -> PackedRows:
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
     copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens, a share
-    `records` of those tokens in record drills (`record_drills`)."""
+    `records` of those tokens in record drills (`record_drills`), and step drills (`step_drills`) making up
+    a share `steps` of the traces' and step drills' tokens."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
+    if steps:
+        if not 0 <= steps < 1:
+            raise ValueError(f"distill.step_drills={steps}: use a share in [0, 1)")
+        n_steps = int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps))
+        extra = step_drills(tokenizer, n_steps, seed)
+        examples, n_step_drills = examples + extra, len(extra)
+    else:
+        n_step_drills = 0
     if drills <= 0:
-        return pack(examples, seq_len, _pad_id(tokenizer), seed)
+        rows = pack(examples, seq_len, _pad_id(tokenizer), seed)
+        return replace(rows, n_traces=rows.n_traces - n_step_drills, n_drills=n_step_drills)
     if not 0 < drills < 1:
         raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
     if not 0 <= records <= 1:
@@ -232,7 +244,8 @@ def pack_traces(
         marks = record_marks(tokenizer)
         extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
-    return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
+    n_extra = len(extra) + n_step_drills
+    return replace(rows, n_traces=rows.n_traces - n_extra, n_drills=n_extra)
 
 
 def pack_drills(
@@ -361,4 +374,36 @@ def record_drills(
         untrained = len(context) + len(marks[0]) + 1  # the line's marks and first key token say nothing
         drills.append(([*context, *line], [0] * untrained + [1] * (len(context) + len(line) - untrained)))
         made += len(context) + len(line)
+    return drills
+
+
+def step_drills(
+    tokenizer: PreTrainedTokenizerBase, n_tokens: int, seed: int | str
+) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the written-out steps the oracle's
+    compare and arithmetic traces take: `<|bos|>x and y. ` then, trained, the comparison of x and y
+    (`oracle.comparison`) or the subtraction of the smaller from the larger, column by column
+    (`oracle.subtraction`). The traces hold a few hundred of each, too few to learn the hundred-odd digit
+    facts (`7 + 10 - 9 = 8`) the steps are made of; these drill them on random numbers of 4 and 5 digits,
+    half of them sharing a leading run of digits with the other (as years do), so every column and every
+    first differing digit comes up."""
+    rng = random.Random(f"steps-{seed}")
+    drills, made = [], 0
+    while made < n_tokens:
+        x = rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
+        digits = str(x)
+        if rng.random() < 0.5:  # the same length, and the same first digits
+            shared = rng.randrange(1, len(digits))
+            y = int(digits[:shared] + "".join(rng.choice("0123456789") for _ in digits[shared:]))
+        else:
+            y = rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
+        if x == y:
+            continue
+        given = f"{x} and {y}. "
+        steps = comparison(x, y) + "." if rng.random() < 0.5 else subtraction(max(x, y), min(x, y))
+        enc = tokenizer(given + steps, add_special_tokens=False, return_offsets_mapping=True)
+        ids = [tokenizer.bos_token_id, *enc["input_ids"]]
+        mask = [0] + [int(end > len(given)) for _, end in enc["offset_mapping"]]
+        drills.append((ids, mask))
+        made += len(ids)
     return drills

@@ -343,6 +343,7 @@ def distill(cfg: DictConfig) -> Path:
         drill_len=drill_len,
         min_alphabet=drills.min_alphabet,
         records=drills.records,
+        steps=dcfg.step_drills,
     )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 

@@ -1,4 +1,5 @@
 import logging
+import re
 
 import pytest
 import torch
@@ -20,7 +21,9 @@ from cogcore.distill.data import (
     pack_drills,
     pack_traces,
     record_drills,
+    step_drills,
 )
+from cogcore.distill.teachers.oracle import comparison, subtraction
 
 TOOLS = [SEARCH_TOOL]
 
@@ -194,6 +197,37 @@ def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
         pack_drills(tokenizer, 10, 64, (8, 40), seed=0)
     with pytest.raises(ValueError, match="copy_drills.share=1"):
         pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=1)
+
+
+def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
+    drills = step_drills(tokenizer, 20_000, seed=0)
+    assert drills == step_drills(tokenizer, 20_000, seed=0) != step_drills(tokenizer, 20_000, seed=1)
+    assert 20_000 <= sum(len(ids) for ids, _ in drills) < 21_000
+    subtractions = shared_start = 0
+    for ids, mask in drills:
+        assert ids[0] == tokenizer.bos_token_id
+        cut = mask.index(1)
+        assert mask == [0] * cut + [1] * (len(ids) - cut)  # the two numbers given, every step trained
+        given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
+        x, y = map(int, re.fullmatch(r"(\d+) and (\d+)\.", given).groups())
+        assert x != y and all(1_000 <= n < 100_000 for n in (x, y))
+        if "column by column" in steps:
+            assert steps == subtraction(max(x, y), min(x, y))
+            subtractions += 1
+        else:
+            assert steps == comparison(x, y) + "."
+        shared_start += str(x)[0] == str(y)[0] and len(str(x)) == len(str(y))
+    # both kinds, and many pairs that differ only after their first digit (as years do)
+    assert 0.35 < subtractions / len(drills) < 0.65 and shared_start / len(drills) > 0.4
+    plain = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0)
+    mixed = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, steps=0.5)
+    assert mixed.n_tokens - plain.n_tokens == pytest.approx(plain.n_tokens, abs=150)
+    assert (mixed.n_traces, mixed.n_drills) == (
+        plain.n_traces,
+        len(step_drills(tokenizer, plain.n_tokens, 0)),
+    )
+    with pytest.raises(ValueError, match="step_drills=1"):
+        pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, steps=1)
 
 
 def test_best_fit_decreasing_fills_rows():

@@ -96,14 +96,19 @@ def subtraction(big: int, small: int) -> str:
 
 
 def comparison(x: int, y: int) -> str:
-    """Which of two numbers is larger, decided as on paper: by length, else by the first differing digit."""
+    """Which of two numbers is larger, decided as on paper: by length, else by the first differing digit;
+    ends `x is less than y` (or greater), without a full stop, for the conclusion to follow."""
     a, b = str(x), str(y)
+    relation = "less than" if x < y else "greater than"
     if len(a) != len(b):
-        return f"{x} has {len(a)} digits and {y} has {len(b)}."
+        return f"{x} has {len(a)} digits and {y} has {len(b)}. {x} is {relation} {y}"
     for i, (p, q) in enumerate(zip(a, b, strict=True)):
         if p != q:
-            return f"Both have {len(a)} digits; from the left they first differ at digit {i + 1}: {p} vs {q}."
-    return f"{x} and {y} are equal."
+            return (
+                f"Both have {len(a)} digits; from the left they first differ at digit {i + 1}: {p} vs {q}. "
+                f"{x} is {relation} {y}"
+            )
+    return f"{x} and {y} are equal"
 
 
 class Rejected(Exception):
@@ -247,7 +252,6 @@ def oracle_trace(
             return finish(f"{fact_b} {subtraction(big, small)}", str(big - small))
         winner = question["answers"][0]
         conclusion = CONCLUSION[attribute, question["pick"]].format(w=winner)
-        relation = "less than" if x < y else "greater than"
-        return finish(f"{fact_b} {comparison(x, y)} {x} is {relation} {y}, so {conclusion}.", winner)
+        return finish(f"{fact_b} {comparison(x, y)}, so {conclusion}.", winner)
 
     raise Rejected("no_plan", f"the oracle has no plan for question type {qtype!r}", messages)
