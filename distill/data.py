@@ -217,35 +217,29 @@ def pack_traces(
     `records` of those tokens in record drills (`record_drills`), and step drills (`step_drills`) making up
     a share `steps` of the traces' and step drills' tokens."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
+    extra: list[tuple[list[int], list[int]]] = []  # drills, packed after the traces in this order
     if steps:
         if not 0 <= steps < 1:
             raise ValueError(f"distill.step_drills={steps}: use a share in [0, 1)")
-        n_steps = int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps))
-        extra = step_drills(tokenizer, n_steps, seed)
-        examples, n_step_drills = examples + extra, len(extra)
-    else:
-        n_step_drills = 0
-    if drills <= 0:
-        rows = pack(examples, seq_len, _pad_id(tokenizer), seed)
-        return replace(rows, n_traces=rows.n_traces - n_step_drills, n_drills=n_step_drills)
-    if not 0 < drills < 1:
-        raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
-    if not 0 <= records <= 1:
-        raise ValueError(f"distill.copy_drills.records={records}: use a share in [0, 1]")
-    if records and RECORD_MAX_LEN > seq_len:
-        raise ValueError(
-            f"record drills take up to {RECORD_MAX_LEN} tokens, more than a row of {seq_len}; "
-            "raise distill.seq_len or set distill.copy_drills.records=0"
-        )
-    n_tokens = int(sum(len(ids) for ids, _ in examples) * drills / (1 - drills))
-    n_records = int(n_tokens * records)
-    extra = _drills_for(tokenizer, n_tokens - n_records, seq_len, drill_len, seed, min_alphabet)
-    if n_records:
-        marks = record_marks(tokenizer)
-        extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
+        extra += step_drills(tokenizer, int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps)), seed)
+    if drills > 0:
+        if not drills < 1:
+            raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
+        if not 0 <= records <= 1:
+            raise ValueError(f"distill.copy_drills.records={records}: use a share in [0, 1]")
+        if records and RECORD_MAX_LEN > seq_len:
+            raise ValueError(
+                f"record drills take up to {RECORD_MAX_LEN} tokens, more than a row of {seq_len}; "
+                "raise distill.seq_len or set distill.copy_drills.records=0"
+            )
+        n_tokens = int(sum(len(ids) for ids, _ in examples + extra) * drills / (1 - drills))
+        n_records = int(n_tokens * records)
+        extra += _drills_for(tokenizer, n_tokens - n_records, seq_len, drill_len, seed, min_alphabet)
+        if n_records:
+            marks = record_marks(tokenizer)
+            extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
-    n_extra = len(extra) + n_step_drills
-    return replace(rows, n_traces=rows.n_traces - n_extra, n_drills=n_extra)
+    return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
 
 
 def pack_drills(
@@ -388,15 +382,19 @@ def step_drills(
     half of them sharing a leading run of digits with the other (as years do), so every column and every
     first differing digit comes up."""
     rng = random.Random(f"steps-{seed}")
+
+    def number() -> int:  # 4 or 5 digits, evenly
+        return rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
+
     drills, made = [], 0
     while made < n_tokens:
-        x = rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
+        x = number()
         digits = str(x)
         if rng.random() < 0.5:  # the same length, and the same first digits
             shared = rng.randrange(1, len(digits))
             y = int(digits[:shared] + "".join(rng.choice("0123456789") for _ in digits[shared:]))
         else:
-            y = rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
+            y = number()
         if x == y:
             continue
         given = f"{x} and {y}. "
