@@ -158,6 +158,14 @@ def _word(rng: random.Random, syllables: int) -> str:
     return ("".join(parts) + rng.choice(CODAS)).capitalize()
 
 
+def made_up_name(rng: random.Random, kind: str) -> str:
+    """A name of `kind` (person, city or org) shaped as the worlds' are, from no pool: for drills."""
+    if kind == "person":
+        return f"{_word(rng, rng.choice([1, 2]))} {_word(rng, 2)}"
+    root = _word(rng, rng.choice([2, 3]))
+    return root if kind == "city" else f"{root} {rng.choice(ORG_SUFFIXES)}"
+
+
 def name_pools(seed: int, cfg: DictConfig) -> dict[str, dict[str, list[str]]]:
     """Pools of names per split and entity kind; the same seed gives the same pools."""
     rng = random.Random(f"names-{seed}")

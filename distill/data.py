@@ -28,7 +28,8 @@ from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import chat_messages
-from cogcore.distill.teachers.oracle import comparison, subtraction
+from cogcore.core.world import COMPARE_QUESTIONS, made_up_name
+from cogcore.distill.teachers.oracle import CONCLUSION, FACT, comparison, subtraction
 
 log = logging.getLogger(__name__)
 
@@ -211,33 +212,45 @@ def pack_traces(
     min_alphabet: int | None = None,
     records: float = 0.0,
     steps: float = 0.0,
+    matches: float = 0.0,
+    named: float = 0.0,
 ) -> PackedRows:
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
-    copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens, a share
-    `records` of those tokens in record drills (`record_drills`), and step drills (`step_drills`) making up
-    a share `steps` of the traces' and step drills' tokens."""
+    copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens, shares
+    `records` and `matches` of those tokens in record drills (`record_drills`) and match drills
+    (`match_drills`), and step drills (`step_drills`) making up
+    a share `steps` of the traces' and step drills' tokens (`named` of their comparisons with names)."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
     extra: list[tuple[list[int], list[int]]] = []  # drills, packed after the traces in this order
     if steps:
         if not 0 <= steps < 1:
             raise ValueError(f"distill.step_drills={steps}: use a share in [0, 1)")
-        extra += step_drills(tokenizer, int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps)), seed)
+        n_steps = int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps))
+        extra += step_drills(tokenizer, n_steps, seed, named)
     if drills > 0:
         if not drills < 1:
             raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
-        if not 0 <= records <= 1:
-            raise ValueError(f"distill.copy_drills.records={records}: use a share in [0, 1]")
-        if records and RECORD_MAX_LEN > seq_len:
+        if not (0 <= records and 0 <= matches and records + matches <= 1):
+            raise ValueError(
+                f"distill.copy_drills.records={records}, matches={matches}: use shares of at least 0 "
+                "that add up to 1 or less"
+            )
+        if (records or matches) and RECORD_MAX_LEN > seq_len:
             raise ValueError(
                 f"record drills take up to {RECORD_MAX_LEN} tokens, more than a row of {seq_len}; "
-                "raise distill.seq_len or set distill.copy_drills.records=0"
+                "raise distill.seq_len or set distill.copy_drills.records=0 and distill.copy_drills.matches=0"
             )
         n_tokens = int(sum(len(ids) for ids, _ in examples + extra) * drills / (1 - drills))
-        n_records = int(n_tokens * records)
-        extra += _drills_for(tokenizer, n_tokens - n_records, seq_len, drill_len, seed, min_alphabet)
+        n_records, n_matches = int(n_tokens * records), int(n_tokens * matches)
+        n_copies = n_tokens - n_records - n_matches
+        extra += _drills_for(tokenizer, n_copies, seq_len, drill_len, seed, min_alphabet)
+        vocab = drill_vocab(tokenizer)
+        marks = record_marks(tokenizer) if n_records or n_matches else ((), ())
         if n_records:
-            marks = record_marks(tokenizer)
-            extra += record_drills(n_records, drill_vocab(tokenizer), tokenizer.bos_token_id, seed, marks)
+            extra += record_drills(n_records, vocab, tokenizer.bos_token_id, seed, marks)
+        if n_matches:
+            none = tokenizer.encode(MATCH_NONE_TEXT, add_special_tokens=False)
+            extra += match_drills(n_matches, vocab, tokenizer.bos_token_id, seed, marks, none)
     rows = pack(examples + extra, seq_len, _pad_id(tokenizer), seed)
     return replace(rows, n_traces=rows.n_traces - len(extra), n_drills=len(extra))
 
@@ -371,8 +384,56 @@ def record_drills(
     return drills
 
 
+MATCH_NONE_TEXT = " none"  # what a match drill answers when no line holds the name
+
+
+def match_drills(
+    n_tokens: int,
+    vocab: Sequence[int],
+    bos_id: int,
+    seed: int | str,
+    marks: tuple[Sequence[int], Sequence[int]],
+    none: Sequence[int],
+) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the choice a search result asks
+    for before its quote: `<|bos|>name` then two to four lines `open key close name' tail` (random runs of
+    `vocab` ids; `open` and `close` the ids of `marks`), and, trained whole, the line whose `name'` is
+    `name` or, in half of the drills, where no line's is, the ids `none`. The other lines' names are near
+    misses, most of them `name` with one token changed, as a question about a person the world does not
+    hold gets results about people whose names share its pieces (`Brepa Paeziax`, `Pedaen Paeziax`). The
+    student quoted the nearest such result instead of saying the results do not hold the answer."""
+    rng = random.Random(f"matches-{seed}")
+    drills, made = [], 0
+    while made < n_tokens:
+        name = rng.choices(vocab, k=rng.randint(*RECORD_PARTS["name"]))
+        n_lines = rng.randint(*RECORD_LINES)
+        names = []
+        while len(names) < n_lines:
+            if rng.random() < 0.75:  # one token changed
+                near = list(name)
+                near[rng.randrange(len(near))] = rng.choice(vocab)
+            else:
+                near = rng.choices(vocab, k=rng.randint(*RECORD_PARTS["name"]))
+            if near != name:
+                names.append(near)
+        hit = rng.randrange(n_lines) if rng.random() < 0.5 else None
+        if hit is not None:
+            names[hit] = name
+        firsts = rng.sample(vocab, n_lines)  # distinct first tokens: the answer's first token names its line
+        lines = []
+        for first, each in zip(firsts, names, strict=True):
+            key = [*marks[0], first, *rng.choices(vocab, k=rng.randint(*RECORD_PARTS["key"]) - 1), *marks[1]]
+            lines.append([*key, *each, *rng.choices(vocab, k=rng.randint(*RECORD_PARTS["tail"]))])
+        answer = list(none) if hit is None else lines[hit]
+        context = [bos_id, *name, *(token for line in lines for token in line)]
+        # Trained from its first token: a line's opening marks or `none` is the first half of the choice.
+        drills.append(([*context, *answer], [0] * len(context) + [1] * len(answer)))
+        made += len(context) + len(answer)
+    return drills
+
+
 def step_drills(
-    tokenizer: PreTrainedTokenizerBase, n_tokens: int, seed: int | str
+    tokenizer: PreTrainedTokenizerBase, n_tokens: int, seed: int | str, named: float = 0.0
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the written-out steps the oracle's
     compare and arithmetic traces take: `<|bos|>x and y. ` then, trained, the comparison of x and y
@@ -380,8 +441,16 @@ def step_drills(
     (`oracle.subtraction`). The traces hold a few hundred of each, too few to learn the hundred-odd digit
     facts (`7 + 10 - 9 = 8`) the steps are made of; these drill them on random numbers of 4 and 5 digits,
     half of them sharing a leading run of digits with the other (as years do), so every column and every
-    first differing digit comes up."""
-    rng = random.Random(f"steps-{seed}")
+    first differing digit comes up.
+
+    A share `named` of the comparisons come as a compare question's whole last step on made-up names:
+    `<|bos|>Who is younger, A or B? So A was born in x. So B was born in y. ` then, trained, the comparison
+    and its conclusion (`, so B is younger.`), which must tie each number back to its name and read the
+    question's wording; the demo student named the wrong one of the two in many of its wrong compares."""
+    if not 0 <= named <= 1:
+        raise ValueError(f"distill.step_drills_named={named}: use a share in [0, 1]")
+    rng, names = random.Random(f"steps-{seed}"), random.Random(f"steps-named-{seed}")
+    kinds = {"birth_year": "person", "population": "city", "founded": "org"}
 
     def number() -> int:  # 4 or 5 digits, evenly
         return rng.randrange(1_000, 100_000) if rng.random() < 0.5 else rng.randrange(1_000, 10_000)
@@ -398,7 +467,18 @@ def step_drills(
         if x == y:
             continue
         given = f"{x} and {y}. "
-        steps = comparison(x, y) + "." if rng.random() < 0.5 else subtraction(max(x, y), min(x, y))
+        compare = rng.random() < 0.5
+        steps = comparison(x, y) + "." if compare else subtraction(max(x, y), min(x, y))
+        if compare and named and names.random() < named:  # the comparison as a compare's last step
+            attribute = names.choice(sorted(COMPARE_QUESTIONS))
+            template, pick = names.choice(COMPARE_QUESTIONS[attribute])
+            a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
+            if a == b:
+                continue
+            winner = a if (x < y) == (pick == "min") else b
+            fact = FACT[attribute]
+            given = f"{template.format(a=a, b=b)} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
+            steps = f"{comparison(x, y)}, so {CONCLUSION[attribute, pick].format(w=winner)}."
         enc = tokenizer(given + steps, add_special_tokens=False, return_offsets_mapping=True)
         ids = [tokenizer.bos_token_id, *enc["input_ids"]]
         mask = [0] + [int(end > len(given)) for _, end in enc["offset_mapping"]]

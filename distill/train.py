@@ -343,7 +343,9 @@ def distill(cfg: DictConfig) -> Path:
         drill_len=drill_len,
         min_alphabet=drills.min_alphabet,
         records=drills.records,
+        matches=drills.matches,
         steps=dcfg.step_drills,
+        named=dcfg.step_drills_named,
     )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 

@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
+from cogcore.core.world import COMPARE_QUESTIONS
 from cogcore.distill.attention import NAME as PACKED
 from cogcore.distill.attention import trace_bounds
 from cogcore.distill.data import (
@@ -17,13 +18,14 @@ from cogcore.distill.data import (
     collate,
     copy_drills,
     encode_trace,
+    match_drills,
     pack,
     pack_drills,
     pack_traces,
     record_drills,
     step_drills,
 )
-from cogcore.distill.teachers.oracle import comparison, subtraction
+from cogcore.distill.teachers.oracle import CONCLUSION, comparison, subtraction
 
 TOOLS = [SEARCH_TOOL]
 
@@ -184,6 +186,33 @@ def test_record_drills_repeat_one_line_whose_place_must_be_kept(tokenizer, marks
     assert ambiguous == len(drills)
 
 
+def test_match_drills_answer_the_line_with_the_name_or_none(tokenizer):
+    vocab, marks, none = list(range(20, 1020)), ((7, 8), (9,)), [5, 6]
+    drills = match_drills(20_000, vocab, tokenizer.bos_token_id, 1, marks, none)
+    assert drills == match_drills(20_000, vocab, tokenizer.bos_token_id, 1, marks, none)
+    assert drills != match_drills(20_000, vocab, tokenizer.bos_token_id, 2, marks, none)
+    assert 20_000 <= sum(len(ids) for ids, _ in drills) < 20_000 + RECORD_MAX_LEN
+    hits = near = 0
+    for ids, mask in drills:
+        assert ids[0] == tokenizer.bos_token_id and len(ids) <= RECORD_MAX_LEN
+        # lines open with marks[0]: split the context into the name and the lines
+        starts = [i for i in range(len(ids) - 1) if ids[i : i + 2] == [7, 8]]
+        answer_at = starts[-1] if ids[-len(none) :] != none else len(ids) - len(none)
+        name = ids[1 : starts[0]]
+        lines = [ids[a:b] for a, b in zip(starts, [*starts[1:], len(ids)], strict=True) if a < answer_at]
+        lines[-1] = ids[starts[len(lines) - 1] : answer_at]
+        names = [line[line.index(9) + 1 : line.index(9) + 1 + len(name)] for line in lines]
+        answer = ids[answer_at:]
+        assert mask == [0] * answer_at + [1] * len(answer)  # trained whole: its start is the choice
+        if answer == none:
+            assert name not in names
+        else:  # the line whose name it is
+            hits += 1
+            assert answer in lines and answer[answer.index(9) + 1 :][: len(name)] == name
+        near += sum(sum(a != b for a, b in zip(n, name, strict=False)) == 1 for n in names)
+    assert 0.4 < hits / len(drills) < 0.6 and near > len(drills)  # near misses, one token off, are common
+
+
 def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
     plain = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0)
     mixed = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=0.5, drill_len=(8, 16))
@@ -197,6 +226,13 @@ def test_pack_traces_adds_drills_as_a_share_of_tokens(tokenizer):
         pack_drills(tokenizer, 10, 64, (8, 40), seed=0)
     with pytest.raises(ValueError, match="copy_drills.share=1"):
         pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=1)
+    # record and match drills take their shares of the drill tokens, not more tokens
+    shares = {"drills": 0.5, "drill_len": (8, 16), "records": 0.25, "matches": 0.25}
+    split = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, **shares)
+    assert split.n_tokens - plain.n_tokens == pytest.approx(plain.n_tokens, abs=3 * RECORD_MAX_LEN)
+    assert split.n_traces == plain.n_traces and split.n_drills != mixed.n_drills
+    with pytest.raises(ValueError, match="records=0.6, matches=0.5: use shares"):
+        pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, drills=0.5, records=0.6, matches=0.5)
 
 
 def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
@@ -228,6 +264,33 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
     )
     with pytest.raises(ValueError, match="step_drills=1"):
         pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, steps=1)
+
+
+def test_named_step_drills_end_a_compare_on_made_up_names(tokenizer):
+    plain = {tuple(ids) for ids, _ in step_drills(tokenizer, 20_000, seed=0)}
+    named = step_drills(tokenizer, 20_000, seed=0, named=1.0)
+    conclusions = {template.split("{w}")[1]: (attr, pick) for (attr, pick), template in CONCLUSION.items()}
+    n_named = 0
+    for ids, mask in named:
+        cut = mask.index(1)
+        given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
+        if "column by column" in steps:  # subtractions are the plain drills' own
+            assert tuple(ids) in plain
+            continue
+        n_named += 1
+        parts = re.fullmatch(r"(.*, (.+) or (.+)\?) So (.+)\. So (.+)\.", given)
+        question, a, b, fact_a, fact_b = parts.groups()
+        x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+        assert fact_a.startswith(a) and fact_b.startswith(b) and a != b
+        comparing, conclusion = steps.split(", so ")
+        assert comparing == comparison(x, y)
+        attribute, pick = next(v for k, v in conclusions.items() if conclusion.endswith(k + "."))
+        winner = a if (x < y) == (pick == "min") else b  # the question's pick of the two, by number
+        assert conclusion == CONCLUSION[attribute, pick].format(w=winner) + "."
+        assert question in {t.format(a=a, b=b) for t, _ in COMPARE_QUESTIONS[attribute]}
+    assert n_named > 0.35 * len(named)
+    with pytest.raises(ValueError, match="step_drills_named=2"):
+        step_drills(tokenizer, 100, seed=0, named=2)
 
 
 def test_best_fit_decreasing_fills_rows():
