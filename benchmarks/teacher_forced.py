@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from collections import defaultdict
 from itertools import pairwise
 
@@ -64,6 +65,20 @@ def copy_top1(
     return drill_top1(model, copy_drills(n_tokens, vocab, tokenizer.bos_token_id, 8, 48, seed))
 
 
+DECISIVE = {"arithmetic": "column_digit_top1", "compare": "winner_top1"}
+
+
+def decisive_chars(text: str, kind: str) -> list[int]:
+    """Offsets in `text` (a rendered trace) of the characters the steps hinge on: in the last subtraction,
+    each column's result digit; after the last comparison (`x is less than y, so `), the winner's name."""
+    if kind == "arithmetic" and (at := text.rfind("column by column: ")) >= 0:
+        columns = text[at : text.index(". Digits", at)]
+        return [at + m.start(1) for m in re.finditer(r"= (\d+)(?=(?:, borrow 1)?(?:;|$))", columns)]
+    if kind == "compare" and (m := re.search(r" than \d+, so (?!.* than \d+, so )", text, re.DOTALL)):
+        return [m.end()]
+    return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default="runs/demo/student")
@@ -72,7 +87,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.student)
     model = AutoModelForCausalLM.from_pretrained(args.student).eval()
-    tokens, answers = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    tokens, answers, steps = (defaultdict(lambda: [0, 0]) for _ in range(3))
     for trace in read_traces(args.traces):
         ids, mask = encode_trace(tokenizer, trace, [SEARCH_TOOL])
         with torch.no_grad():
@@ -87,6 +102,14 @@ def main() -> None:
         start = max(t for t, text in enumerate(text_upto) if text.endswith(ANSWER_PREFIX))
         answers[kind][0] += all(right[t] for t in range(start, len(ids) - 1) if trained[t])
         answers[kind][1] += 1
+        # The steps of the written-out reasoning: each subtraction column's result digit, and the first
+        # token of a comparison's winner (the one token that depends on the question's way round).
+        ends = [len(text) for text in text_upto]
+        full = text_upto[-1]
+        for char in decisive_chars(full, kind):
+            t = next(t for t, end in enumerate(ends) if end > char)  # the token that writes this char
+            steps[kind][0] += right[t - 1]
+            steps[kind][1] += 1
     report = {
         kind: {
             "assistant_token_accuracy": round(tokens[kind][0] / tokens[kind][1], 3),
@@ -95,6 +118,8 @@ def main() -> None:
         }
         for kind in sorted(answers)
     }
+    for kind, (hits, total) in sorted(steps.items()):
+        report[kind][DECISIVE[kind]] = round(hits / total, 3)
     report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
     for alphabet in (64, 16, 8):
         report[f"copy_top1_alphabet_{alphabet}"] = round(copy_top1(model, tokenizer, alphabet), 3)

@@ -25,7 +25,7 @@ from cogcore.distill.data import (
     record_drills,
     step_drills,
 )
-from cogcore.distill.teachers.oracle import CONCLUSION, comparison, subtraction
+from cogcore.distill.teachers.oracle import CONCLUSION, FACT, comparison, subtraction
 
 TOOLS = [SEARCH_TOOL]
 
@@ -269,7 +269,6 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
 def test_named_step_drills_end_a_compare_on_made_up_names(tokenizer):
     plain = {tuple(ids) for ids, _ in step_drills(tokenizer, 20_000, seed=0)}
     named = step_drills(tokenizer, 20_000, seed=0, named=1.0)
-    conclusions = {template.split("{w}")[1]: (attr, pick) for (attr, pick), template in CONCLUSION.items()}
     n_named = 0
     for ids, mask in named:
         cut = mask.index(1)
@@ -284,10 +283,15 @@ def test_named_step_drills_end_a_compare_on_made_up_names(tokenizer):
         assert fact_a.startswith(a) and fact_b.startswith(b) and a != b
         comparing, conclusion = steps.split(", so ")
         assert comparing == comparison(x, y)
-        attribute, pick = next(v for k, v in conclusions.items() if conclusion.endswith(k + "."))
+        attribute, pick = next(
+            (attr, pick)
+            for attr, asked in COMPARE_QUESTIONS.items()
+            for t, pick in asked
+            if t.format(a=a, b=b) == question
+        )
+        assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
         winner = a if (x < y) == (pick == "min") else b  # the question's pick of the two, by number
         assert conclusion == CONCLUSION[attribute, pick].format(w=winner) + "."
-        assert question in {t.format(a=a, b=b) for t, _ in COMPARE_QUESTIONS[attribute]}
     assert n_named > 0.35 * len(named)
     with pytest.raises(ValueError, match="step_drills_named=2"):
         step_drills(tokenizer, 100, seed=0, named=2)

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -173,9 +174,12 @@ def test_subtraction_is_written_out_column_by_column(big, small):
     text = subtraction(big, small)
     columns = text.split("column by column: ")[1].split(". Digits")[0].split("; ")
     assert len(columns) == len(str(big))
-    for step in columns:  # every written step is true arithmetic
-        expression, result = step.split(": ")[1].split(", borrow")[0].split(" = ")
-        assert eval(expression) == int(result)  # noqa: S307 (digits and + - only)
+    for step in columns:  # every written step is true arithmetic, and a borrowed ten is paid back
+        facts = re.split(r", (?:borrow: )?", step.split(": ", 1)[1])
+        for expression, result in (f.split(" = ") for f in facts if " = " in f):
+            assert eval(expression) == int(result)  # noqa: S307 (digits and + - only)
+        lower = int(facts[-1].split(" - ")[1].split(" = ")[0])
+        assert 0 <= int(facts[-1].split(" = ")[1]) <= 9 and lower <= 10
     digits = text.split("Digits from the left: ")[1].split(",")[0].replace(" ", "")
     assert int(digits) == big - small and digits == str(big - small).rjust(len(str(big)), "0")
     assert text.endswith(f"= {big - small}.")

@@ -71,23 +71,26 @@ COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-th
 
 
 def subtraction(big: int, small: int) -> str:
-    """`big - small` written out column by column from the ones, borrowing as on paper, then the digits
-    read back from the left: each step is one digit fact a small student can learn, where the whole
-    difference in one go is a lookup table it cannot."""
+    """`big - small` written out column by column from the ones, borrowing by equal additions (as taught
+    on paper in much of Europe): a column whose top digit is the smaller takes ten (`6 - 9, borrow: 16 - 9
+    = 7`) and pays it back as one more on the next column's lower digit (`tens: 6 + 1 = 7, 1 - 7, borrow:
+    11 - 7 = 4`); then the digits read back from the left. Each step is a fact about the two numbers
+    written just before it (`6 + 1`, `1 - 7`, `11 - 7`), which a small student can learn: the whole
+    difference in one go is a lookup table it cannot, and a column that both owes and borrows in one
+    expression (`1 + 10 - 1 - 6`) was the step the demo student got wrong most."""
     a, b = str(big), str(small).rjust(len(str(big)), "0")
     steps, digits, borrow = [], [], 0
     for column, (x, y) in enumerate(zip(reversed(a), reversed(b), strict=True)):
         x, y = int(x), int(y)
-        name = COLUMNS[column]
-        owed = f" - {borrow}" if borrow else ""
-        if x - borrow < y:
-            steps.append(f"{name}: {x} + 10{owed} - {y} = {x + 10 - borrow - y}, borrow 1")
-            digits.append(x + 10 - borrow - y)
-            borrow = 1
-        else:
-            steps.append(f"{name}: {x}{owed} - {y} = {x - borrow - y}")
-            digits.append(x - borrow - y)
-            borrow = 0
+        parts = []
+        if borrow:
+            parts.append(f"{y} + 1 = {y + 1}")
+            y += 1
+        borrow = int(x < y)
+        digit = 10 * borrow + x - y
+        parts.append(f"{x} - {y}, borrow: 1{x} - {y} = {digit}" if borrow else f"{x} - {y} = {digit}")
+        steps.append(f"{COLUMNS[column]}: {', '.join(parts)}")
+        digits.append(digit)
     read = " ".join(map(str, reversed(digits)))
     return (
         f"{big} - {small}, column by column: {'; '.join(steps)}. "
