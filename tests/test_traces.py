@@ -48,7 +48,7 @@ def test_oracle_answers_right_and_shows_its_steps(small_run):
         if meta["type"] == "arithmetic":
             assert " - " in final and " = " in final
         if meta["type"] == "compare":
-            assert "less than" in final or "greater than" in final
+            assert re.search(r"(?:digit|digits): \d " + re.escape(meta["answers"][0]) + r"\.", final)
         if meta["type"] == "unanswerable":
             assert searches >= 2 and "rephrase" in json.dumps(messages)
         if meta["type"] == "compose":
@@ -183,3 +183,23 @@ def test_subtraction_is_written_out_column_by_column(big, small):
     digits = text.split("Digits from the left: ")[1].split(",")[0].replace(" ", "")
     assert int(digits) == big - small and digits == str(big - small).rjust(len(str(big)), "0")
     assert text.endswith(f"= {big - small}.")
+
+
+@pytest.mark.parametrize(
+    "x,y,pick,winner,digit",
+    [
+        (1905, 1920, "min", "Ana", "0"),
+        (1905, 1920, "max", "Bo", "2"),
+        (812, 4101, "max", "Bo", "4"),
+        (812, 4101, "min", "Ana", "3"),
+    ],
+)
+def test_compare_decision_writes_the_name_right_after_its_deciding_digit(x, y, pick, winner, digit):
+    from cogcore.distill.teachers.oracle import decision
+
+    text = decision(x, y, "Ana", "Bo", "Wanted means the one", pick)
+    step, end = text.split(" Wanted means the one, so ")
+    # each deciding digit (or digit count) is followed by its own name, and the chosen one by the winner
+    pairs = re.findall(r"(\d) (Ana|Bo)", step)
+    assert [name for _, name in pairs] == ["Ana", "Bo"] and pairs[0][0] != pairs[1][0]
+    assert end.endswith(f": {digit} {winner}.") and (digit, winner) in pairs

@@ -67,6 +67,16 @@ CONCLUSION = {
 }
 
 
+ORDER_MEANS = {
+    ("birth_year", "min"): "Born first means the smaller year",
+    ("birth_year", "max"): "Younger means the larger year",
+    ("population", "min"): "Smaller means the smaller count",
+    ("population", "max"): "More people means the larger count",
+    ("founded", "min"): "Founded earlier means the smaller year",
+    ("founded", "max"): "Newer means the larger year",
+}
+
+
 COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
 
 
@@ -96,6 +106,28 @@ def subtraction(big: int, small: int) -> str:
         f"{big} - {small}, column by column: {'; '.join(steps)}. "
         f"Digits from the left: {read}, so {big} - {small} = {big - small}."
     )
+
+
+def decision(x: int, y: int, a: str, b: str, means: str, pick: str) -> str:
+    """Which of `a` (with the number `x`) and `b` (with `y`) a compare question wants, decided as on paper
+    and written so that no step routes a copy on a bit the student computed: each number's deciding digit
+    (or digit count) is written with its name right after it (`9 Brusaes Mining Company vs 1 Stiarastiax
+    Foundry`), then the question's way round (`means`, from `pick`: min or max) picks a digit, a fact of two
+    digits, and the name follows that digit, so copying it keys on the digit, which differs between the two.
+    Written with a comparison sentence instead (`x is less than y, so B is newer`), the students named the
+    right one 0.44-0.56 of the time teacher-forced: they could not choose which name to copy from the
+    comparison they had written, nor copy a name whose one-token context (`9 (`) both names share."""
+    p, q = str(x), str(y)
+    chooser = min if pick == "min" else max
+    if len(p) != len(q):
+        want, winner = chooser((len(p), a), (len(q), b))
+        step = f"{x} has {len(p)} digits and {y} has {len(q)}: {len(p)} {a} vs {len(q)} {b}."
+        return f"{step} {means}, so {'fewer' if pick == 'min' else 'more'} digits: {want} {winner}."
+    i = next(i for i, (u, v) in enumerate(zip(p, q, strict=True)) if u != v)
+    want, winner = chooser((p[i], a), (q[i], b))
+    first = f"Both have {len(p)} digits; from the left they first differ at digit {i + 1}:"
+    step = f"{first} {p[i]} {a} vs {q[i]} {b}."
+    return f"{step} {means}, so the {'smaller' if pick == 'min' else 'larger'} digit: {want} {winner}."
 
 
 def comparison(x: int, y: int) -> str:
@@ -254,7 +286,9 @@ def oracle_trace(
             big, small = max(x, y), min(x, y)
             return finish(f"{fact_b} {subtraction(big, small)}", str(big - small))
         winner = question["answers"][0]
-        conclusion = CONCLUSION[attribute, question["pick"]].format(w=winner)
-        return finish(f"{fact_b} {comparison(x, y)}, so {conclusion}.", winner)
+        steps = decision(
+            x, y, a["subject"], b["subject"], ORDER_MEANS[attribute, question["pick"]], question["pick"]
+        )
+        return finish(f"{fact_b} {steps}", winner)
 
     raise Rejected("no_plan", f"the oracle has no plan for question type {qtype!r}", messages)
