@@ -70,11 +70,15 @@ DECISIVE = {"arithmetic": "column_digit_top1", "compare": "winner_top1"}
 
 def decisive_chars(text: str, kind: str) -> list[int]:
     """Offsets in `text` (a rendered trace) of the characters the steps hinge on: in the last subtraction,
-    each column's result digit; after the last comparison (`x is less than y, so `), the winner's name."""
+    each column's result digit; in a compare, the winner's name after the chosen digit (`oracle.decision`:
+    `so the larger digit: 9 `), or in traces of the old format after `x is less than y, so `."""
     if kind == "arithmetic" and (at := text.rfind("column by column: ")) >= 0:
         columns = text[at : text.index(". Digits", at)]
         return [at + m.start(1) for m in re.finditer(r"= (\d+)(?=(?:, borrow 1)?(?:;|$))", columns)]
-    if kind == "compare" and (m := re.search(r" than \d+, so (?!.* than \d+, so )", text, re.DOTALL)):
+    if kind == "compare" and (
+        m := re.search(r"(?:digit|digits): \d+ (?!.*(?:digit|digits): \d+ )", text, re.DOTALL)
+        or re.search(r" than \d+, so (?!.* than \d+, so )", text, re.DOTALL)
+    ):
         return [m.end()]
     return []
 
@@ -103,7 +107,7 @@ def main() -> None:
         answers[kind][0] += all(right[t] for t in range(start, len(ids) - 1) if trained[t])
         answers[kind][1] += 1
         # The steps of the written-out reasoning: each subtraction column's result digit, and the first
-        # token of a comparison's winner (the one token that depends on the question's way round).
+        # token of a compare's winner.
         ends = [len(text) for text in text_upto]
         full = text_upto[-1]
         for char in decisive_chars(full, kind):

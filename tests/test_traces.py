@@ -195,10 +195,10 @@ def test_subtraction_is_written_out_column_by_column(big, small):
     ],
 )
 def test_compare_decision_writes_the_name_right_after_its_deciding_digit(x, y, pick, winner, digit):
-    from cogcore.distill.teachers.oracle import decision
+    from cogcore.distill.teachers.oracle import ORDER_MEANS, decision
 
-    text = decision(x, y, "Ana", "Bo", "Wanted means the one", pick)
-    step, end = text.split(" Wanted means the one, so ")
+    text = decision(x, y, "Ana", "Bo", "founded", pick)
+    step, end = text.split(f" {ORDER_MEANS['founded', pick]}, so ")
     # each deciding digit (or digit count) is followed by its own name, and the chosen one by the winner
     pairs = re.findall(r"(\d) (Ana|Bo)", step)
     assert [name for _, name in pairs] == ["Ana", "Bo"] and pairs[0][0] != pairs[1][0]

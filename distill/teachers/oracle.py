@@ -108,26 +108,32 @@ def subtraction(big: int, small: int) -> str:
     )
 
 
-def decision(x: int, y: int, a: str, b: str, means: str, pick: str) -> str:
-    """Which of `a` (with the number `x`) and `b` (with `y`) a compare question wants, decided as on paper
-    and written so that no step routes a copy on a bit the student computed: each number's deciding digit
-    (or digit count) is written with its name right after it (`9 Brusaes Mining Company vs 1 Stiarastiax
-    Foundry`), then the question's way round (`means`, from `pick`: min or max) picks a digit, a fact of two
-    digits, and the name follows that digit, so copying it keys on the digit, which differs between the two.
-    Written with a comparison sentence instead (`x is less than y, so B is newer`), the students named the
-    right one 0.44-0.56 of the time teacher-forced: they could not choose which name to copy from the
-    comparison they had written, nor copy a name whose one-token context (`9 (`) both names share."""
+def decision(x: int, y: int, a: str, b: str, attribute: str, pick: str) -> str:
+    """Which of `a` (with the number `x`) and `b` (with `y`) a compare question on `attribute` wants (`pick`:
+    min or max), decided as on paper and written so that no step routes a copy on a bit the student
+    computed: each number's deciding digit (or digit count) is written with its name right after it
+    (`9 Brusaes Mining Company vs 1 Stiarastiax Foundry`), then the question's way round (`ORDER_MEANS`)
+    picks a digit, a fact of two digits, and the name follows that digit, so copying it keys on the digit,
+    which differs between the two. Written with a comparison sentence instead (`x is less than y, so B is
+    newer`), the students named the right one 0.44-0.56 of the time teacher-forced: they could not choose
+    which name to copy from the comparison they had written, nor copy a name whose one-token context
+    (`9 (`) both names share."""
     p, q = str(x), str(y)
-    chooser = min if pick == "min" else max
+    chooser, means = (min if pick == "min" else max), ORDER_MEANS[attribute, pick]
     if len(p) != len(q):
         want, winner = chooser((len(p), a), (len(q), b))
         step = f"{x} has {len(p)} digits and {y} has {len(q)}: {len(p)} {a} vs {len(q)} {b}."
         return f"{step} {means}, so {'fewer' if pick == 'min' else 'more'} digits: {want} {winner}."
-    i = next(i for i, (u, v) in enumerate(zip(p, q, strict=True)) if u != v)
+    i, differ = _first_difference(p, q)
     want, winner = chooser((p[i], a), (q[i], b))
-    first = f"Both have {len(p)} digits; from the left they first differ at digit {i + 1}:"
-    step = f"{first} {p[i]} {a} vs {q[i]} {b}."
+    step = f"{differ} {p[i]} {a} vs {q[i]} {b}."
     return f"{step} {means}, so the {'smaller' if pick == 'min' else 'larger'} digit: {want} {winner}."
+
+
+def _first_difference(p: str, q: str) -> tuple[int, str]:
+    """Where two different numbers of as many digits first differ, from the left, and the step saying so."""
+    i = next(i for i, (u, v) in enumerate(zip(p, q, strict=True)) if u != v)
+    return i, f"Both have {len(p)} digits; from the left they first differ at digit {i + 1}:"
 
 
 def comparison(x: int, y: int) -> str:
@@ -137,13 +143,10 @@ def comparison(x: int, y: int) -> str:
     relation = "less than" if x < y else "greater than"
     if len(a) != len(b):
         return f"{x} has {len(a)} digits and {y} has {len(b)}. {x} is {relation} {y}"
-    for i, (p, q) in enumerate(zip(a, b, strict=True)):
-        if p != q:
-            return (
-                f"Both have {len(a)} digits; from the left they first differ at digit {i + 1}: {p} vs {q}. "
-                f"{x} is {relation} {y}"
-            )
-    return f"{x} and {y} are equal"
+    if a == b:
+        return f"{x} and {y} are equal"
+    i, differ = _first_difference(a, b)
+    return f"{differ} {a[i]} vs {b[i]}. {x} is {relation} {y}"
 
 
 class Rejected(Exception):
@@ -286,9 +289,8 @@ def oracle_trace(
             big, small = max(x, y), min(x, y)
             return finish(f"{fact_b} {subtraction(big, small)}", str(big - small))
         winner = question["answers"][0]
-        steps = decision(
-            x, y, a["subject"], b["subject"], ORDER_MEANS[attribute, question["pick"]], question["pick"]
+        return finish(
+            f"{fact_b} {decision(x, y, a['subject'], b['subject'], attribute, question['pick'])}", winner
         )
-        return finish(f"{fact_b} {steps}", winner)
 
     raise Rejected("no_plan", f"the oracle has no plan for question type {qtype!r}", messages)
