@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import chat_messages
 from cogcore.core.world import COMPARE_QUESTIONS, made_up_name
-from cogcore.distill.teachers.oracle import CONCLUSION, FACT, comparison, subtraction
+from cogcore.distill.teachers.oracle import FACT, decision, subtraction
 
 log = logging.getLogger(__name__)
 
@@ -213,20 +213,19 @@ def pack_traces(
     records: float = 0.0,
     steps: float = 0.0,
     matches: float = 0.0,
-    named: float = 0.0,
 ) -> PackedRows:
     """Encode `traces` with `tokenizer`'s chat template and pack them (see `encode_trace` and `pack`), with
     copy drills (`copy_drills`, with `min_alphabet`) making up a share `drills` of all tokens, shares
     `records` and `matches` of those tokens in record drills (`record_drills`) and match drills
     (`match_drills`), and step drills (`step_drills`) making up
-    a share `steps` of the traces' and step drills' tokens (`named` of their comparisons with names)."""
+    a share `steps` of the traces' and step drills' tokens."""
     examples = [encode_trace(tokenizer, t, tools) for t in traces]
     extra: list[tuple[list[int], list[int]]] = []  # drills, packed after the traces in this order
     if steps:
         if not 0 <= steps < 1:
             raise ValueError(f"distill.step_drills={steps}: use a share in [0, 1)")
         n_steps = int(sum(len(ids) for ids, _ in examples) * steps / (1 - steps))
-        extra += step_drills(tokenizer, n_steps, seed, named)
+        extra += step_drills(tokenizer, n_steps, seed)
     if drills > 0:
         if not drills < 1:
             raise ValueError(f"distill.copy_drills.share={drills}: use a share in [0, 1)")
@@ -433,22 +432,16 @@ def match_drills(
 
 
 def step_drills(
-    tokenizer: PreTrainedTokenizerBase, n_tokens: int, seed: int | str, named: float = 0.0
+    tokenizer: PreTrainedTokenizerBase, n_tokens: int, seed: int | str
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the written-out steps the oracle's
-    compare and arithmetic traces take: `<|bos|>x and y. ` then, trained, the comparison of x and y
-    (`oracle.comparison`) or the subtraction of the smaller from the larger, column by column
-    (`oracle.subtraction`). The traces hold a few hundred of each, too few to learn the hundred-odd digit
-    facts (`7 + 10 - 9 = 8`) the steps are made of; these drill them on random numbers of 4 and 5 digits,
-    half of them sharing a leading run of digits with the other (as years do), so every column and every
-    first differing digit comes up.
-
-    A share `named` of the comparisons come as a compare question's whole last step on made-up names:
-    `<|bos|>Who is younger, A or B? So A was born in x. So B was born in y. ` then, trained, the comparison
-    and its conclusion (`, so B is younger.`), which must tie each number back to its name and read the
-    question's wording; the demo student named the wrong one of the two in many of its wrong compares."""
-    if not 0 <= named <= 1:
-        raise ValueError(f"distill.step_drills_named={named}: use a share in [0, 1]")
+    compare and arithmetic traces end with, on random numbers of 4 and 5 digits. Two in three are a
+    subtraction (`<|bos|>x and y. ` then, trained, the smaller taken from the larger column by column,
+    `oracle.subtraction`); the others a compare question's last step on made-up names (`<|bos|>Who is
+    younger, A or B? So A was born in x. So B was born in y. ` then, trained, `oracle.decision`: the first
+    differing digit, each number's with its name, and the one the question asks for). The traces hold a
+    few hundred of each, too few to learn the hundred-odd digit facts the steps are made of. Half the pairs
+    share a leading run of digits (as years do), so every column and every first differing digit comes up."""
     rng, names = random.Random(f"steps-{seed}"), random.Random(f"steps-named-{seed}")
     kinds = {"birth_year": "person", "population": "city", "founded": "org"}
 
@@ -466,19 +459,17 @@ def step_drills(
             y = number()
         if x == y:
             continue
-        given = f"{x} and {y}. "
-        compare = rng.random() < 0.5
-        steps = comparison(x, y) + "." if compare else subtraction(max(x, y), min(x, y))
-        if compare and named and names.random() < named:  # the comparison as a compare's last step
+        if rng.random() < 2 / 3:  # as many subtractions as when compares were a short sentence each
+            given, steps = f"{x} and {y}. ", subtraction(max(x, y), min(x, y))
+        else:  # a compare's last step: which of two made-up names the question's wording picks
             attribute = names.choice(sorted(COMPARE_QUESTIONS))
             template, pick = names.choice(COMPARE_QUESTIONS[attribute])
             a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
             if a == b:
                 continue
-            winner = a if (x < y) == (pick == "min") else b
             fact = FACT[attribute]
             given = f"{template.format(a=a, b=b)} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
-            steps = f"{comparison(x, y)}, so {CONCLUSION[attribute, pick].format(w=winner)}."
+            steps = decision(x, y, a, b, attribute, pick)
         enc = tokenizer(given + steps, add_special_tokens=False, return_offsets_mapping=True)
         ids = [tokenizer.bos_token_id, *enc["input_ids"]]
         mask = [0] + [int(end > len(given)) for _, end in enc["offset_mapping"]]

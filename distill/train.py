@@ -87,19 +87,23 @@ def phase_at(phases: list[Phase], step: int) -> tuple[Phase, int]:
 
 
 def precision(dcfg: DictConfig) -> str:
-    """auto: bf16 autocast on a GPU that supports it, and on a CPU with AMX bf16 tiles (Intel Sapphire
-    Rapids and later: 1.3x the fp32 throughput of the tiny student there); fp32 elsewhere, where CPU bf16
-    is emulated and slower."""
+    """auto: bf16 autocast on a GPU that supports it, and on a CPU with native bf16 arithmetic: AMX tiles
+    (Intel Sapphire Rapids and later: 1.3x the fp32 throughput of the tiny student there) or AVX-512 bf16
+    dot products (AMD Zen 4 and later: 1.55x); fp32 elsewhere, where CPU bf16 is emulated and slower
+    (BENCHMARKS.md, "bf16 on CPUs without AMX")."""
     if dcfg.precision != "auto":
         return dcfg.precision
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if _cpu_has_amx_bf16() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
-def _cpu_has_amx_bf16() -> bool:
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.exists() and " amx_bf16" in cpuinfo.read_text()
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU's flags (Linux's /proc/cpuinfo) include native bf16 arithmetic."""
+    if not cpuinfo.exists():
+        return False
+    flags = set(cpuinfo.read_text().split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def attention(dcfg: DictConfig, device: torch.device) -> str:
@@ -345,7 +349,6 @@ def distill(cfg: DictConfig) -> Path:
         records=drills.records,
         matches=drills.matches,
         steps=dcfg.step_drills,
-        named=dcfg.step_drills_named,
     )
     val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
 

@@ -25,7 +25,7 @@ from cogcore.distill.data import (
     record_drills,
     step_drills,
 )
-from cogcore.distill.teachers.oracle import CONCLUSION, FACT, comparison, subtraction
+from cogcore.distill.teachers.oracle import FACT, decision, subtraction
 
 TOOLS = [SEARCH_TOOL]
 
@@ -243,18 +243,32 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
     for ids, mask in drills:
         assert ids[0] == tokenizer.bos_token_id
         cut = mask.index(1)
-        assert mask == [0] * cut + [1] * (len(ids) - cut)  # the two numbers given, every step trained
+        assert mask == [0] * cut + [1] * (len(ids) - cut)  # the context given, every step trained
         given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
-        x, y = map(int, re.fullmatch(r"(\d+) and (\d+)\.", given).groups())
-        assert x != y and all(1_000 <= n < 100_000 for n in (x, y))
         if "column by column" in steps:
+            x, y = map(int, re.fullmatch(r"(\d+) and (\d+)\.", given).groups())
             assert steps == subtraction(max(x, y), min(x, y))
             subtractions += 1
-        else:
-            assert steps == comparison(x, y) + "."
+        else:  # a compare question's last step on made-up names
+            question, a, b, fact_a, fact_b = re.fullmatch(
+                r"(.*, (.+) or (.+)\?) So (.+)\. So (.+)\.", given
+            ).groups()
+            x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+            attribute, pick = next(
+                (attr, pick)
+                for attr, asked in COMPARE_QUESTIONS.items()
+                for t, pick in asked
+                if t.format(a=a, b=b) == question
+            )
+            assert a != b
+            assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
+            assert steps == decision(x, y, a, b, attribute, pick)
+            winner = a if (x < y) == (pick == "min") else b  # the question's pick of the two, by number
+            assert steps.endswith(f" {winner}.")
+        assert x != y and all(1_000 <= n < 100_000 for n in (x, y))
         shared_start += str(x)[0] == str(y)[0] and len(str(x)) == len(str(y))
     # both kinds, and many pairs that differ only after their first digit (as years do)
-    assert 0.35 < subtractions / len(drills) < 0.65 and shared_start / len(drills) > 0.4
+    assert 0.55 < subtractions / len(drills) < 0.8 and shared_start / len(drills) > 0.4
     plain = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0)
     mixed = pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, steps=0.5)
     assert mixed.n_tokens - plain.n_tokens == pytest.approx(plain.n_tokens, abs=150)
@@ -264,37 +278,6 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
     )
     with pytest.raises(ValueError, match="step_drills=1"):
         pack_traces(tokenizer, TRACES, TOOLS, 400, seed=0, steps=1)
-
-
-def test_named_step_drills_end_a_compare_on_made_up_names(tokenizer):
-    plain = {tuple(ids) for ids, _ in step_drills(tokenizer, 20_000, seed=0)}
-    named = step_drills(tokenizer, 20_000, seed=0, named=1.0)
-    n_named = 0
-    for ids, mask in named:
-        cut = mask.index(1)
-        given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
-        if "column by column" in steps:  # subtractions are the plain drills' own
-            assert tuple(ids) in plain
-            continue
-        n_named += 1
-        parts = re.fullmatch(r"(.*, (.+) or (.+)\?) So (.+)\. So (.+)\.", given)
-        question, a, b, fact_a, fact_b = parts.groups()
-        x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
-        assert fact_a.startswith(a) and fact_b.startswith(b) and a != b
-        comparing, conclusion = steps.split(", so ")
-        assert comparing == comparison(x, y)
-        attribute, pick = next(
-            (attr, pick)
-            for attr, asked in COMPARE_QUESTIONS.items()
-            for t, pick in asked
-            if t.format(a=a, b=b) == question
-        )
-        assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
-        winner = a if (x < y) == (pick == "min") else b  # the question's pick of the two, by number
-        assert conclusion == CONCLUSION[attribute, pick].format(w=winner) + "."
-    assert n_named > 0.35 * len(named)
-    with pytest.raises(ValueError, match="step_drills_named=2"):
-        step_drills(tokenizer, 100, seed=0, named=2)
 
 
 def test_best_fit_decreasing_fills_rows():

@@ -23,7 +23,7 @@ from cogcore.distill.data import encode_trace, pack_traces
 from cogcore.distill.losses import distill_loss
 from cogcore.distill.teachers.hf import save_topk
 from cogcore.distill.topk import TopkTeacher
-from cogcore.distill.train import TOOLS, distill, ema_update, split_traces
+from cogcore.distill.train import TOOLS, cpu_has_bf16, distill, ema_update, split_traces
 
 MICRO = (*MICRO, "distill.log_every=1")
 
@@ -243,3 +243,19 @@ def test_distillation_from_topk_shards_on_disk(small_run, tmp_path):
     index.write_text("".join(index.read_text().splitlines(keepends=True)[1:]))
     with pytest.raises(DataError, match=r"no top-k for 1 of \d+ traces"):
         distill(make_cfg("distill", other, *MICRO, "distill=kd_topk"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx2 avx512f amx_bf16 amx_tile", True),  # Intel Sapphire Rapids
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4
+        ("fpu avx2 avx512f avx512_vnni", False),  # bf16 would be emulated
+        ("fpu avx2 xamx_bf16x", False),  # a flag that merely contains the name
+    ],
+)
+def test_precision_auto_finds_native_cpu_bf16_in_the_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16(cpuinfo) is native
+    assert cpu_has_bf16(tmp_path / "absent") is False

@@ -56,17 +56,6 @@ NEED = {
     "founder": "the founder of {s}",
 }
 
-# The conclusion of a comparison, by (attribute, whether the smaller or the larger number wins).
-CONCLUSION = {
-    ("birth_year", "min"): "{w} was born first",
-    ("birth_year", "max"): "{w} is younger",
-    ("population", "min"): "{w} is smaller",
-    ("population", "max"): "{w} has more people",
-    ("founded", "min"): "{w} was founded earlier",
-    ("founded", "max"): "{w} is newer",
-}
-
-
 ORDER_MEANS = {
     ("birth_year", "min"): "Born first means the smaller year",
     ("birth_year", "max"): "Younger means the larger year",
@@ -131,22 +120,14 @@ def decision(x: int, y: int, a: str, b: str, attribute: str, pick: str) -> str:
 
 
 def _first_difference(p: str, q: str) -> tuple[int, str]:
-    """Where two different numbers of as many digits first differ, from the left, and the step saying so."""
+    """Where two different numbers of as many digits first differ, and the step finding it: the digit
+    pairs read from the left, each marked `same` until the first that differs (`from the left: 1 and 1
+    same, 8 and 9 differ:`), so each mark is a fact of the two digits just written. Named by its position
+    instead (`first differ at digit 2`), the demo student counted to the wrong digit in 5 of its 11 wrong
+    compares (run 72)."""
     i = next(i for i, (u, v) in enumerate(zip(p, q, strict=True)) if u != v)
-    return i, f"Both have {len(p)} digits; from the left they first differ at digit {i + 1}:"
-
-
-def comparison(x: int, y: int) -> str:
-    """Which of two numbers is larger, decided as on paper: by length, else by the first differing digit;
-    ends `x is less than y` (or greater), without a full stop, for the conclusion to follow."""
-    a, b = str(x), str(y)
-    relation = "less than" if x < y else "greater than"
-    if len(a) != len(b):
-        return f"{x} has {len(a)} digits and {y} has {len(b)}. {x} is {relation} {y}"
-    if a == b:
-        return f"{x} and {y} are equal"
-    i, differ = _first_difference(a, b)
-    return f"{differ} {a[i]} vs {b[i]}. {x} is {relation} {y}"
+    pairs = [f"{u} and {v} same" for u, v in zip(p[:i], q[:i], strict=True)] + [f"{p[i]} and {q[i]} differ"]
+    return i, f"Both have {len(p)} digits; from the left: {', '.join(pairs)}:"
 
 
 class Rejected(Exception):
