@@ -268,7 +268,6 @@ def ema_update(decay: float):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def heldout_loss(model, rows: PackedRows, dcfg: DictConfig, accelerator: Accelerator) -> float:
     """Cross-entropy per trained token over the held-out rows (no teacher: the student's own loss)."""
     # The unwrapped model: a DDP forward broadcasts buffers, a collective that would hang the processes

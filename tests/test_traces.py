@@ -206,8 +206,7 @@ def test_compare_decision_writes_the_name_right_after_its_deciding_digit(x, y, p
     if len(str(x)) == len(str(y)):  # the digit pairs from the left, each marked, up to the first that differs
         scan = re.search(r"from the left: (.*): \d Ana vs", step).group(1).split(", ")
         p, q = str(x), str(y)
-        assert [s.split()[:3] for s in scan] == [[u, "and", v] for u, v in zip(p, q, strict=False)][
-            : len(scan)
-        ]
+        read = [[u, "and", v] for u, v in zip(p, q, strict=True)][: len(scan)]
+        assert [s.split()[:3] for s in scan] == read
         assert [s.split()[-1] for s in scan] == ["same"] * (len(scan) - 1) + ["differ"]
         assert p[: len(scan) - 1] == q[: len(scan) - 1] and p[len(scan) - 1] != q[len(scan) - 1]
