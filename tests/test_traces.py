@@ -91,26 +91,6 @@ def test_a_miss_is_followed_by_a_reformulated_query(small_run):
     assert len(set(queries)) == len(queries)
 
 
-def test_queries_copy_the_reasoning_with_the_name_after_a_space(small_run):
-    """A name right after the JSON string's opening quote splits into other BPE tokens than in prose, so
-    every query starts with a lowercase word, and a first try repeats the `I need ...` phrase written
-    before it (a reformulation follows `Let me rephrase.`)."""
-    first_tries = 0
-    for trace in read_traces(small_run / "traces" / "traces.jsonl"):
-        written = ""
-        for message in trace["messages"]:
-            if message["role"] != "assistant":
-                continue
-            written += message["content"] + " "
-            for call in message.get("tool_calls") or []:
-                query = json.loads(call["function"]["arguments"])["query"]
-                assert re.match(r"[a-z]", query), query
-                if not message["content"].endswith("Let me rephrase."):
-                    assert f"{query}." in written or f"{query} and" in written, (query, written)
-                    first_tries += 1
-    assert first_tries
-
-
 def test_resume_after_kill_writes_no_id_twice(small_run, tmp_path):
     for stage in ("world", "index"):
         shutil.copytree(small_run / stage, tmp_path / stage)

@@ -17,6 +17,19 @@ from collections.abc import Generator
 from cogcore.core.tools import ANSWER_PREFIX, UNAVAILABLE, UNKNOWN, render_results, search_call
 from cogcore.distill.teachers import conversation, make_trace
 
+# Query phrasings per relation: the first is tried first, the rest are reformulations.
+QUERIES = {
+    "born_in": ["{s} birthplace", "where was {s} born", "{s} native city"],
+    "spouse": ["{s} spouse", "who is {s} married to", "{s} husband or wife"],
+    "works_for": ["{s} employer", "where does {s} work", "{s} employed by"],
+    "birth_year": ["{s} birth year", "year {s} was born", "{s} year of birth"],
+    "country": ["{s} country", "which country is {s} in", "{s} located in country"],
+    "population": ["{s} population", "how many people live in {s}", "{s} residents"],
+    "headquarters": ["{s} headquarters", "where is {s} based", "{s} head office"],
+    "founded": ["{s} founding year", "when was {s} established", "{s} founded in year"],
+    "founder": ["{s} founder", "who founded {s}", "{s} started by"],
+}
+
 # How a found fact is stated in the reasoning.
 FACT = {
     "born_in": "{s} was born in {o}",
@@ -42,24 +55,6 @@ NEED = {
     "founded": "the founding year of {s}",
     "founder": "the founder of {s}",
 }
-
-# Query phrasings per relation: the first is tried first, the rest are reformulations. Each puts the name
-# after a space, as prose does: a byte-level BPE splits a word after `"` into other tokens than after ` `
-# (`"Sostaepiar` is S|ost|ae|p|iar, ` Sostaepiar` is  So|st|ae|p|iar), and a student copies a name into its
-# query far more surely when the tokens are the ones it is copying. The first phrasing is the reasoning's
-# own `I need ...` phrase, so the query copies the sentence just before it.
-REPHRASINGS = {
-    "born_in": ["where was {s} born", "native city of {s}"],
-    "spouse": ["who is {s} married to", "husband or wife of {s}"],
-    "works_for": ["where does {s} work", "company that employs {s}"],
-    "birth_year": ["year {s} was born", "year of birth of {s}"],
-    "country": ["which country is {s} in", "country that contains {s}"],
-    "population": ["how many people live in {s}", "residents of {s}"],
-    "headquarters": ["where is {s} based", "head office of {s}"],
-    "founded": ["when was {s} established", "year of founding of {s}"],
-    "founder": ["who founded {s}", "who started {s}"],
-}
-QUERIES = {relation: [NEED[relation], *REPHRASINGS[relation]] for relation in NEED}
 
 ORDER_MEANS = {
     ("birth_year", "min"): "Born first means the smaller year",
