@@ -13,9 +13,10 @@ after a right header).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import Counter
+
+from cogcore.core.io import read_jsonl
 
 FACT = re.compile(r"So [^.]*? (?:in|of) (\d+)\.")
 HEADER = re.compile(r"(\d+) - (\d+), column by column")
@@ -40,9 +41,7 @@ def main() -> None:
     parser.add_argument("samples", nargs="+", help="T samples (jsonl)")
     args = parser.parse_args()
     for path in args.samples:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        arithmetic = [r for r in rows if r["type"] == "arithmetic"]
+        arithmetic = [r for r in read_jsonl(path) if r["type"] == "arithmetic"]
         misses = Counter(first_wrong_step(r["messages"]) for r in arithmetic if r["grade"] != "correct")
         print(f"{path}: {sum(misses.values())} of {len(arithmetic)} wrong: {dict(misses.most_common())}")
 
