@@ -20,7 +20,6 @@ loses at most the records in flight and no id is ever written twice.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,16 +135,11 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
 
     passages_by_id = retriever.passages_by_id() if tcfg.gold_share else {}
     gold: dict[str, list[dict]] = {}  # the questions whose searches return their gold passages
-    misses: dict[str, range] = {}  # the questions with searches answered without their gold passages
-    searched: Counter = Counter()  # searches so far, per question
 
     def start(question: dict) -> None:
-        qid = question["id"]
-        offline = drawn(qid, tcfg.unavailable_share)
-        if not offline and drawn(f"gold:{qid}", tcfg.gold_share):
-            gold[qid] = [passages_by_id[p] for p in question.get("gold_passages", [])]
-        elif not offline and question.get("gold_passages") and drawn(f"miss:{qid}", tcfg.miss_share):
-            misses[qid] = withheld_searches(qid, len(question["hops"]), tcfg.reformulations)
+        offline = drawn(question["id"], tcfg.unavailable_share)
+        if not offline and drawn(f"gold:{question['id']}", tcfg.gold_share):
+            gold[question["id"]] = [passages_by_id[p] for p in question.get("gold_passages", [])]
         gen = oracle_trace(
             question,
             tcfg.k,
@@ -181,25 +175,10 @@ def run_oracle(questions: list[dict], retriever: Retriever, tcfg: DictConfig, ba
         batch = list(active.values())
         queries = [request[0] for _, _, request in batch]
         ks = {request[1] for _, _, request in batch}
-        # Deep enough that a search withholding the gold passages still returns k others.
-        depth = max(ks) + max((len(q.get("gold_passages", [])) for q, _, _ in batch), default=0)
-        results = retriever.search_batch(queries, depth, [q["world"] for q, _, _ in batch])
+        results = retriever.search_batch(queries, max(ks), [q["world"] for q, _, _ in batch])
         for (question, gen, (_, k)), passages in zip(batch, results, strict=True):
-            qid = question["id"]
-            if searched[qid] in misses.get(qid, ()):
-                passages = [p for p in passages if p["id"] not in question["gold_passages"]]
-            searched[qid] += 1
-            advance(question, gen, gold.get(qid, passages[:k]))
+            advance(question, gen, gold.get(question["id"], passages[:k]))
         refill()
-
-
-def withheld_searches(qid: str, hops: int, reformulations: int) -> range:
-    """Which searches of a `teacher.miss_share` question go without its gold passages: the first one or
-    two tries (at most `reformulations`) of one of its hops, drawn from its id. As long as the hops before
-    it found their passage at the first try, search i is hop i's first."""
-    draw = int(hashlib.sha256(f"miss-at:{qid}".encode()).hexdigest()[:8], 16)
-    first, tries = draw % hops, 1 + (draw // hops) % max(1, min(2, reformulations))
-    return range(first, first + tries)
 
 
 def traces(cfg: DictConfig) -> Path:

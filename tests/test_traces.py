@@ -12,7 +12,7 @@ from conftest import make_cfg
 from cogcore.core.io import DataError, read_json, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, final_answer
 from cogcore.core.trace import read_traces
-from cogcore.distill.traces import traces, withheld_searches
+from cogcore.distill.traces import traces
 
 
 def by_id(path):
@@ -74,40 +74,6 @@ def test_gold_share_traces_search_a_perfect_retriever(small_run, tmp_path):
             or meta["type"] == "unanswerable"
         )
     assert {t["metadata"]["search"] for t in kept} == {"live", "gold", "unavailable"}
-
-
-def test_miss_share_withholds_a_hops_passage_and_the_oracle_rephrases(small_run, tmp_path):
-    """teacher.miss_share: one hop's first try or two return the next passages of the ranking instead of
-    the one it needs; the oracle says so, rephrases, and still answers right from a later search."""
-    for stage in ("world", "index"):
-        shutil.copytree(small_run / stage, tmp_path / stage)
-    cfg = make_cfg(
-        "traces", tmp_path, "teacher.miss_share=1.0", "teacher.gold_share=0", "teacher.unavailable_share=0"
-    )
-    traces(cfg)
-    answerable = [
-        t for t in read_traces(tmp_path / "traces" / "traces.jsonl") if t["metadata"]["answers"][0] != UNKNOWN
-    ]
-    assert len(answerable) > 20
-    rephrased_twice = 0
-    for trace in answerable:
-        meta, messages = trace["metadata"], trace["messages"]
-        results = [m["content"] for m in messages if m["role"] == "tool"]
-        assert all(len(r.splitlines()) == cfg.teacher.k for r in results)  # k others, not fewer
-        assert any(not any(f"[{g}]" in r for g in meta["gold_passages"]) for r in results)
-        rephrases = json.dumps(messages).count("Let me rephrase")
-        assert rephrases >= 1
-        rephrased_twice += rephrases >= 2
-        assert final_answer(messages[-1]["content"]) == meta["answers"][0]
-    assert 0 < rephrased_twice < len(answerable)
-
-
-def test_withheld_searches_are_one_hops_first_tries():
-    for i in range(200):
-        hops = 1 + i % 2
-        window = withheld_searches(f"q{i}", hops, reformulations=2)
-        assert window.start < hops and 1 <= len(window) <= 2
-        assert len(withheld_searches(f"q{i}", hops, reformulations=1)) == 1
 
 
 def test_a_miss_is_followed_by_a_reformulated_query(small_run):
