@@ -58,6 +58,26 @@ def kernel_ms(length: int, dtype: torch.dtype, heads: int = 4, dim: int = 32, re
     return 1e3 * statistics.median(times)
 
 
+def packed_rows(run_dir: Path, dcfg, limit: int | None = None, every_drill: bool = False):
+    """The run's student tokenizer, and its first `limit` traces packed as the trainer packs them: with
+    the config's copy drills, and with `every_drill` its record and step drills too."""
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
+    traces = list(read_traces(run_dir / "traces" / "traces.jsonl"))[:limit]
+    drills = dcfg.copy_drills
+    extra = {"records": drills.records, "steps": dcfg.step_drills} if every_drill else {}
+    rows = pack_traces(
+        tokenizer,
+        traces,
+        [SEARCH_TOOL],
+        dcfg.seq_len,
+        dcfg.seed,
+        drills.share,
+        (drills.min_len, drills.max_len),
+        **extra,
+    )
+    return tokenizer, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -72,18 +92,7 @@ def main() -> None:
         bf16, fp32 = kernel_ms(length, torch.bfloat16), kernel_ms(length, torch.float32)
         print(f"| {length} | {bf16:.2f} | {fp32:.2f} |")
     dcfg = OmegaConf.load(CONF / "distill" / "sft.yaml")
-    tokenizer = AutoTokenizer.from_pretrained(args.run_dir / "student")
-    traces = list(read_traces(args.run_dir / "traces" / "traces.jsonl"))
-    drills = dcfg.copy_drills
-    rows = pack_traces(
-        tokenizer,
-        traces,
-        [SEARCH_TOOL],
-        dcfg.seq_len,
-        dcfg.seed,
-        drills.share,
-        (drills.min_len, drills.max_len),
-    )
+    tokenizer, rows = packed_rows(args.run_dir, dcfg)
     print(
         f"{len(rows)} rows of {dcfg.seq_len} tokens, micro-batch {dcfg.micro_batch}, {args.threads} threads"
     )

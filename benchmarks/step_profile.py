@@ -1,0 +1,126 @@
+"""Where a training step of the tiny student goes: one full step as the trainer takes it (forward and
+backward of one micro-batch of packed trace rows under bf16 autocast, per-trace attention, clipping,
+AdamW), its median time, and torch.profiler's table of the operators that take the time. With
+`--kernels`, the causal attention of one trace alone (8 heads of 16, forward and backward) by the kernels
+one could use instead: the CPU flash kernel in fp32 (what `distill/attention.py` runs) and in bf16,
+sdpa's math backend, and a plain matmul-softmax-matmul in fp32 and bf16; then the flash kernel on a
+batch of equal-length traces against one call per trace.
+
+    .venv/bin/python benchmarks/step_profile.py --run-dir runs/demo --kernels
+
+Rows are packed as the trainer packs them (the default `distill` config's drills) from the first
+`--traces` traces of the run, with its student's tokenizer; the student is built fresh from
+`conf/student/tiny.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from packed_attention import packed_rows
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from cogcore.distill.attention import use_packed_attention
+from cogcore.distill.student import build_student
+from cogcore.distill.train import optimizer_for, step_loss
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def flash(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def math_backend(q, k, v):
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def matmul_softmax(q, k, v):
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    future = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(-1) @ v
+
+
+def kernel_ms(fn, length: int, dtype: torch.dtype, batch: int = 1, repeats: int = 30) -> float:
+    """Median ms of one forward + backward of `fn` on [batch, 8 heads, length, 16]."""
+    q, k, v = (torch.randn(batch, 8, length, 16, dtype=dtype, requires_grad=True) for _ in range(3))
+    times = []
+    for _ in range(repeats + 3):
+        started = time.perf_counter()
+        fn(q, k, v).sum().backward()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times[3:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--traces", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kernels", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    dcfg = OmegaConf.load(CONF / "distill" / "sft.yaml")
+    tokenizer, rows = packed_rows(args.run_dir, dcfg, args.traces, every_drill=True)
+    model = build_student(OmegaConf.load(CONF / "student" / "tiny.yaml"), tokenizer)
+    use_packed_attention(model, True)
+    model.train()
+    optimizer = optimizer_for(model, dcfg)
+    per_step = dcfg.micro_batch
+
+    def step(i: int) -> None:
+        part = slice(per_step * i, per_step * (i + 1))
+        batch = {key: getattr(rows, key)[part] for key in ("input_ids", "position_ids", "loss_mask")}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            summed, tokens = step_loss(model, None, batch, dcfg)
+            (summed / tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), dcfg.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    n_batches = len(rows) // per_step
+    for i in range(3):
+        step(i)
+    times = []
+    for i in range(args.steps):
+        started = time.perf_counter()
+        step(i % n_batches)
+        times.append(time.perf_counter() - started)
+    print(f"median step: {1e3 * statistics.median(times):.1f} ms ({per_step} rows of {dcfg.seq_len} tokens)")
+    with torch.profiler.profile() as profile:
+        for i in range(10):
+            step(i % n_batches)
+    print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+    if args.kernels:
+        print("| trace length | flash fp32 | flash bf16 | math fp32 | matmul fp32 | matmul bf16 |  (ms)")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for length in (64, 128, 200, 400, 1024):
+            cells = [
+                kernel_ms(flash, length, torch.float32),
+                kernel_ms(flash, length, torch.bfloat16),
+                kernel_ms(math_backend, length, torch.float32),
+                kernel_ms(matmul_softmax, length, torch.float32),
+                kernel_ms(matmul_softmax, length, torch.bfloat16),
+            ]
+            print(f"| {length} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        print("| traces x length | one batched call (ms) | one call per trace (ms) |")
+        print("| --- | --- | --- |")
+        for batch in (2, 5):
+            for length in (128, 200):
+                together = kernel_ms(flash, length, torch.float32, batch)
+                apart = batch * kernel_ms(flash, length, torch.float32)
+                print(f"| {batch} x {length} | {together:.2f} | {apart:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
