@@ -47,15 +47,29 @@ def step_seconds(model, rows, micro_batch: int, steps: int, bf16: bool) -> float
     return statistics.median(times[3:])
 
 
-def kernel_ms(length: int, dtype: torch.dtype, heads: int = 4, dim: int = 32, repeats: int = 30) -> float:
-    """One causal sdpa forward + backward on [1, heads, length, dim] (the attention of one packed trace)."""
-    q, k, v = (torch.randn(1, heads, length, dim, dtype=dtype, requires_grad=True) for _ in range(3))
+def causal_sdpa(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def kernel_ms(
+    length: int,
+    dtype: torch.dtype,
+    heads: int = 4,
+    dim: int = 32,
+    repeats: int = 30,
+    fn=causal_sdpa,
+    batch: int = 1,
+    warmup: int = 0,
+) -> float:
+    """Median ms of one forward + backward of the attention `fn` (causal sdpa: the attention of one packed
+    trace) on [batch, heads, length, dim], over `repeats` calls after `warmup` untimed ones."""
+    q, k, v = (torch.randn(batch, heads, length, dim, dtype=dtype, requires_grad=True) for _ in range(3))
     times = []
-    for _ in range(repeats):
+    for _ in range(warmup + repeats):
         started = time.perf_counter()
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        fn(q, k, v).sum().backward()
         times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(times[warmup:])
 
 
 def packed_rows(run_dir: Path, dcfg, limit: int | None = None, every_drill: bool = False):

@@ -21,25 +21,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
-from packed_attention import packed_rows
+from packed_attention import causal_sdpa, kernel_ms, packed_rows
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cogcore.distill.attention import use_packed_attention
 from cogcore.distill.student import build_student
-from cogcore.distill.train import optimizer_for, step_loss
+from cogcore.distill.train import _batch, optimizer_for, step_loss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def flash(q, k, v):
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-
 def math_backend(q, k, v):
     with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return causal_sdpa(q, k, v)
 
 
 def matmul_softmax(q, k, v):
@@ -48,15 +43,9 @@ def matmul_softmax(q, k, v):
     return scores.masked_fill(future, float("-inf")).softmax(-1) @ v
 
 
-def kernel_ms(fn, length: int, dtype: torch.dtype, batch: int = 1, repeats: int = 30) -> float:
-    """Median ms of one forward + backward of `fn` on [batch, 8 heads, length, 16]."""
-    q, k, v = (torch.randn(batch, 8, length, 16, dtype=dtype, requires_grad=True) for _ in range(3))
-    times = []
-    for _ in range(repeats + 3):
-        started = time.perf_counter()
-        fn(q, k, v).sum().backward()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times[3:])
+def attention_ms(fn, length: int, dtype: torch.dtype, batch: int = 1) -> float:
+    """Median ms of one forward + backward of `fn` on [batch, 8 heads, length, 16], as the student's."""
+    return kernel_ms(length, dtype, heads=8, dim=16, fn=fn, batch=batch, warmup=3)
 
 
 def main() -> None:
@@ -78,8 +67,7 @@ def main() -> None:
     per_step = dcfg.micro_batch
 
     def step(i: int) -> None:
-        part = slice(per_step * i, per_step * (i + 1))
-        batch = {key: getattr(rows, key)[part] for key in ("input_ids", "position_ids", "loss_mask")}
+        batch = _batch(rows, list(range(per_step * i, per_step * (i + 1))), "cpu")
         with torch.autocast("cpu", dtype=torch.bfloat16):
             summed, tokens = step_loss(model, None, batch, dcfg)
             (summed / tokens).backward()
@@ -106,19 +94,19 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- |")
         for length in (64, 128, 200, 400, 1024):
             cells = [
-                kernel_ms(flash, length, torch.float32),
-                kernel_ms(flash, length, torch.bfloat16),
-                kernel_ms(math_backend, length, torch.float32),
-                kernel_ms(matmul_softmax, length, torch.float32),
-                kernel_ms(matmul_softmax, length, torch.bfloat16),
+                attention_ms(causal_sdpa, length, torch.float32),
+                attention_ms(causal_sdpa, length, torch.bfloat16),
+                attention_ms(math_backend, length, torch.float32),
+                attention_ms(matmul_softmax, length, torch.float32),
+                attention_ms(matmul_softmax, length, torch.bfloat16),
             ]
             print(f"| {length} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
         print("| traces x length | one batched call (ms) | one call per trace (ms) |")
         print("| --- | --- | --- |")
         for batch in (2, 5):
             for length in (128, 200):
-                together = kernel_ms(flash, length, torch.float32, batch)
-                apart = batch * kernel_ms(flash, length, torch.float32)
+                together = attention_ms(causal_sdpa, length, torch.float32, batch)
+                apart = batch * attention_ms(causal_sdpa, length, torch.float32)
                 print(f"| {batch} x {length} | {together:.2f} | {apart:.2f} |")
 
 
