@@ -34,14 +34,25 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
     parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
+    parser.add_argument("--retries", type=int, default=None, help="grounded retries (default: eval.retries)")
+    parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
         rcfg = compose("index", [f"run_dir={args.run_dir}"]).retriever
-        max_new_tokens = args.max_new_tokens or compose("eval").eval.max_new_tokens
+        ecfg = compose("eval").eval
+    max_new_tokens = args.max_new_tokens or ecfg.max_new_tokens
+    retries = ecfg.retries if args.retries is None else args.retries
+    temperature = ecfg.retry_temperature if args.retry_temperature is None else args.retry_temperature
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
     model, tokenizer = load_model(f"{args.run_dir}/student")
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, k=args.k, quotes=not args.free_quotes)
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        k=args.k,
+        quotes=not args.free_quotes,
+        retries=retries,
+        retry_temperature=temperature,
+    )
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions
@@ -56,6 +67,7 @@ def main() -> None:
         "accuracy": {t: round(s["accuracy"], 3) for t, s in summarize(run["records"]).items()},
         "searches_per_question": {t: round(sum(v) / len(v), 2) for t, v in sorted(searches.items())},
         "stops": dict(Counter(r["stop"] for r in run["records"])),
+        "tries": dict(sorted(Counter(r["tries"] for r in run["records"]).items())),
         "questions_per_s": round(len(questions) / run["seconds"], 2),
     }
     if args.samples:

@@ -1,14 +1,24 @@
 """Answer matching, the one definition every stage uses: SQuAD-normalised exact match and token F1
 against a list of gold aliases. It lives in core so that trace filtering (distill) and scoring (evals)
 judge an answer the same way; evals/scoring.py builds the grades and scores on it.
+
+Support, the one definition of a grounded answer: the answer is the fact a trace asserts. It is supported
+when one passage the trace retrieved holds it (after SQuAD normalisation), or, for a number, when it is
+the sum or difference of two numbers the retrieved passages hold (an arithmetic answer is computed, not
+quoted). `unknown` asserts nothing. Trace filtering keeps only supported traces; the engine retries an
+answer that is not (`GenerationConfig.retries`). Neither looks at a gold answer.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from itertools import combinations
+
+from cogcore.core.tools import UNKNOWN, passage_lines
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -53,3 +63,34 @@ def token_f1(prediction: str | None, golds: str | Sequence[str]) -> float:
         return 0.0
     pred = normalize_answer(prediction).split()
     return max(_f1(pred, normalize_answer(g).split()) for g in aliases(golds))
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    return float(text.replace(",", "")) if _NUMBER.fullmatch(text) else None
+
+
+def retrieved_passages(messages: list[dict]) -> list[str]:
+    """The passage lines of the trace's tool turns, unescaped back to the text the index holds."""
+    return [
+        html.unescape(line) for m in messages if m["role"] == "tool" for line in passage_lines(m["content"])
+    ]
+
+
+def supported(answer: str, messages: list[dict]) -> bool:
+    """Whether a passage the trace retrieved holds `answer`, or two retrieved numbers give it (see the module
+    docstring)."""
+    target = normalize_answer(answer)
+    if target == UNKNOWN:
+        return True
+    passages = retrieved_passages(messages)
+    if any(f" {target} " in f" {normalize_answer(p)} " for p in passages):
+        return True
+    value = _number(answer)
+    if value is None:
+        return False
+    numbers = {float(n.replace(",", "")) for p in passages for n in _NUMBER.findall(p)}
+    return any(value in (a + b, abs(a - b)) for a, b in combinations(numbers, 2))

@@ -29,12 +29,13 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
+from cogcore.core.answers import supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.tools import (
     SEARCH,
@@ -42,6 +43,7 @@ from cogcore.core.tools import (
     UNAVAILABLE,
     SearchUnavailable,
     ToolCallError,
+    final_answer,
     parse_search_call,
     passage_lines,
     render_results,
@@ -69,6 +71,9 @@ class GenerationConfig:
     run_tools: bool = True  # False: a turn with calls ends the row (stop="tool_calls"), for a caller
     # that runs the calls itself (an OpenAI client with its own tools)
     quotes: bool = True  # a line begun with a returned passage's `[id]` goes on as that passage's line
+    retries: int = 0  # answers not grounded in the row's own search results are drawn again, up to this
+    # many times, sampled at retry_temperature (core.answers.supported; streaming rows are not retried)
+    retry_temperature: float = 0.7
 
 
 @dataclass
@@ -168,7 +173,6 @@ class Engine:
         """The token ids a conversation is prefilled with (its length is what must fit the window)."""
         return self.encode(_render(self.tokenizer, messages, self.tools, prompt=True))
 
-    @torch.no_grad()
     def generate(
         self,
         conversations: list[list[dict]],
@@ -179,7 +183,39 @@ class Engine:
         """Answer each conversation (messages ending with a user turn); return, per row, {"messages",
         "tokens" (prompt and generated ids), "prompt_tokens", "sampled" (per generated token: chosen by the
         model, or forced), "tool_calls", "stop" (answer | max_new_tokens | max_tool_calls | context |
-        stopped | tool_calls)}."""
+        stopped | tool_calls), "tries"}.
+
+        With `cfg.retries`, a row whose answer its own search results do not support (or that ended
+        without one) is answered again from the start, sampled, until one is supported or the tries run
+        out; it keeps the first supported answer, else its first one. The test looks at nothing but the
+        row's trace (core.answers.supported), so it is the same in evals and in use."""
+        out = self._generate(conversations, search, cfg, on_token)
+        tries = [1] * len(out)
+        retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
+        for attempt in range(1, cfg.retries + 1 if retry else 1):
+            redo = [i for i, r in enumerate(out) if not _grounded(r["messages"])]
+            if not redo:
+                break
+            sampled = replace(cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt)
+            again = self._generate(
+                [conversations[i] for i in redo],
+                lambda j, query, k, redo=redo: search(redo[j], query, k),
+                sampled,
+            )
+            for i, r in zip(redo, again, strict=True):
+                tries[i] += 1
+                if _grounded(r["messages"]):
+                    out[i] = r
+        return [r | {"tries": n} for r, n in zip(out, tries, strict=True)]
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        conversations: list[list[dict]],
+        search: SearchFn,
+        cfg: GenerationConfig,
+        on_token: TokenFn | None = None,
+    ) -> list[dict]:
         rows = []
         for messages in conversations:
             ids = self.prompt(messages)
@@ -397,6 +433,12 @@ class Engine:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
+
+
+def _grounded(messages: list[dict]) -> bool:
+    """Whether the conversation ends with an answer that its own search results support."""
+    answer = final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
+    return answer is not None and supported(answer, messages)
 
 
 def _with_default_k(call: dict, k: int) -> dict:

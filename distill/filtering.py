@@ -7,9 +7,9 @@ A trace is kept only if
   - its answer is supported by a passage the trace retrieved,                          else `unsupported`
   - and it repeats no trace kept before it over the same collection,    else `duplicate` / `near_duplicate`.
 
-Support: the answer is the fact a trace asserts. It is supported when one retrieved passage holds it
-(after SQuAD normalisation), or, for a number, when it is the sum or difference of two numbers the
-retrieved passages hold (an arithmetic answer is computed, not quoted). `unknown` asserts nothing.
+Support (`core.answers.supported`): the answer is the fact a trace asserts; it must be held by a passage
+the trace retrieved, or be computed from two retrieved numbers. The engine's grounded retries use the
+same test.
 
 Duplicates are looked for within one collection (a synthetic world, or the user's corpus): the same
 question over two worlds with different facts is two lessons, not one. Exact duplicates have the same
@@ -21,52 +21,19 @@ turns after the system prompt; near duplicates have an estimated Jaccard similar
 from __future__ import annotations
 
 import hashlib
-import html
 import json
-import re
 from collections.abc import Iterable
-from itertools import combinations
 
 from datasketch import MinHash, MinHashLSH
 from omegaconf import DictConfig
 
-from cogcore.core.answers import exact_match, normalize_answer, token_f1
-from cogcore.core.tools import UNKNOWN, final_answer, passage_lines
+from cogcore.core.answers import exact_match, normalize_answer, supported, token_f1
+from cogcore.core.tools import UNKNOWN, final_answer
 from cogcore.core.trace import trace_errors
 from cogcore.distill.teachers.oracle import Rejected
 
 MATCHES = ("em", "f1")
 NUM_PERM = 128
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _number(text: str) -> float | None:
-    text = text.strip()
-    return float(text.replace(",", "")) if _NUMBER.fullmatch(text) else None
-
-
-def retrieved_passages(messages: list[dict]) -> list[str]:
-    """The passage lines of the trace's tool turns, unescaped back to the text the index holds."""
-    return [
-        html.unescape(line) for m in messages if m["role"] == "tool" for line in passage_lines(m["content"])
-    ]
-
-
-def supported(answer: str, messages: list[dict]) -> bool:
-    """Whether a passage the trace retrieved holds `answer` (see the module docstring)."""
-    target = normalize_answer(answer)
-    if target == UNKNOWN:
-        return True
-    passages = retrieved_passages(messages)
-    if any(f" {target} " in f" {normalize_answer(p)} " for p in passages):
-        return True
-    value = _number(answer)
-    if value is None:
-        return False
-    numbers = {float(n.replace(",", "")) for p in passages for n in _NUMBER.findall(p)}
-    return any(value in (a + b, abs(a - b)) for a, b in combinations(numbers, 2))
-
-
 def _authored_text(messages: list[dict]) -> str:
     parts = []
     for m in messages:

@@ -80,6 +80,8 @@ class CogcoreLM(HFLM):
         max_new_tokens: int = 1024,
         max_tool_calls: int = 6,
         quotes: bool | str = True,
+        retries: int = 0,
+        retry_temperature: float = 0.7,
         batch_size: int | str = 1,
         device: str | None = None,
         **kwargs,
@@ -102,6 +104,8 @@ class CogcoreLM(HFLM):
             max_tool_calls=int(max_tool_calls),
             k=int(k),
             quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval casts only true/false, 0/1
+            retries=int(retries),
+            retry_temperature=float(retry_temperature),
         )
 
     def _suite(self, doc: dict) -> str:

@@ -182,6 +182,8 @@ def model_args(cfg: DictConfig) -> dict:
         "k": ecfg.k,
         "max_new_tokens": ecfg.max_new_tokens,
         "quotes": ecfg.quotes,
+        "retries": ecfg.retries,
+        "retry_temperature": ecfg.retry_temperature,
     }
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     searches = {SEARCH[s] for s in ecfg.suites} | ({ecfg.lm_eval.search} if ecfg.lm_eval.tasks else set())

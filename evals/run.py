@@ -37,7 +37,14 @@ def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
     from cogcore.core.engine import Engine, GenerationConfig
 
     model, tokenizer = load_model(path, key=f"eval.checkpoints.{name}" if name in ecfg.checkpoints else name)
-    gen = GenerationConfig(max_new_tokens=ecfg.max_new_tokens, k=ecfg.k, quotes=ecfg.quotes)
+    gen = GenerationConfig(
+        max_new_tokens=ecfg.max_new_tokens,
+        k=ecfg.k,
+        quotes=ecfg.quotes,
+        # A system with no tool has no search results to ground an answer in: nothing to retry for.
+        retries=ecfg.retries if cls.searches else 0,
+        retry_temperature=ecfg.retry_temperature,
+    )
     params = sum(p.numel() for p in model.parameters())
     return cls(
         name=name, engine=Engine(model, tokenizer), gen=gen, batch=ecfg.batch_size, params=params, **extra

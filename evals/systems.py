@@ -42,7 +42,7 @@ def _generate(engine: Engine, conversations: list[list[dict]], search, gen: Gene
     for start in range(0, len(conversations), batch):
         rows = conversations[start : start + batch]
         out += engine.generate(rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
-    return [{"messages": r["messages"], "stop": r["stop"]} for r in out]
+    return [{"messages": r["messages"], "stop": r["stop"], "tries": r["tries"]} for r in out]
 
 
 @dataclass

@@ -199,3 +199,45 @@ def test_sampling_is_seeded(tokenizer):
     run = lambda c: engine.generate([conversation("Ana?")] * 2, lambda *a: [], c)[0]["tokens"]  # noqa: E731
     assert run(cfg) == run(cfg)
     assert run(cfg) != run(GenerationConfig(max_new_tokens=15, temperature=1.0, seed=4))
+
+
+class BatchScriptedLM(ScriptedLM):
+    """A ScriptedLM that says the next set of scripts in each batch the engine starts (a retry is a new
+    batch of the rows being retried, in their order)."""
+
+    def __init__(self, tokenizer, batches):
+        super().__init__(tokenizer, batches[0])
+        self.batches, self.started = batches, 0
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        if kwargs["past_key_values"].get_seq_length() == 0:  # the engine begins a batch
+            scripts = self.batches[self.started]
+            self.started += 1
+            self.turns = [
+                [self.tokenizer(t + END, add_special_tokens=False)["input_ids"] for t in s] for s in scripts
+            ]
+            self.history = [[] for _ in scripts]
+        return super().forward(input_ids, attention_mask, **kwargs)
+
+
+def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):
+    """With retries, a row whose answer no passage it retrieved holds is answered again (sampled, each
+    retry searching its own row's collection); the first supported answer is kept, else the first one."""
+    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    tall, short = [call, "Bo is tall.\nAnswer: tall"], [call, "Bo is short.\nAnswer: short"]
+    batches = [[tall, short, short], [tall, short], [short]]  # rows 0-2, then rows 1-2, then row 2
+    searched = []
+
+    def search(row, query, k):
+        searched.append(row)
+        return [{"id": f"p{row}", "title": "Bo", "text": "Bo is tall."}]
+
+    def answers(retries):
+        engine = Engine(BatchScriptedLM(tokenizer, batches), tokenizer)
+        cfg = GenerationConfig(max_new_tokens=60, retries=retries)
+        outs = engine.generate([conversation("How tall is Bo?")] * 3, search, cfg)
+        return [(final_answer(o["messages"][-1]["content"]), o["tries"]) for o in outs]
+
+    assert answers(retries=2) == [("tall", 1), ("tall", 2), ("short", 3)]
+    assert searched == [0, 1, 2, 1, 2, 2]
+    assert answers(retries=0) == [("tall", 1), ("short", 1), ("short", 1)]
