@@ -34,6 +34,8 @@ from cogcore.distill.teachers.oracle import Rejected
 
 MATCHES = ("em", "f1")
 NUM_PERM = 128
+
+
 def _authored_text(messages: list[dict]) -> str:
     parts = []
     for m in messages:
