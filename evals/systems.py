@@ -77,8 +77,9 @@ class RetrieveThenRead(ToolUser):
                     {"role": "tool", "tool_call_id": "call_0", "name": "search", "content": results},
                 ]
             )
-        # max_tool_calls=0: a further search is answered "limit reached", a second one ends the answer.
-        one_shot = replace(self.gen, max_tool_calls=0)
+        # max_tool_calls=0: a further search is answered "limit reached", a second one ends the answer;
+        # retries=0: one answer, however grounded (a retry would be a second shot).
+        one_shot = replace(self.gen, max_tool_calls=0, retries=0)
         return _generate(self.engine, conversations, search, one_shot, self.batch)
 
 
