@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
     parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
-    parser.add_argument("--retries", type=int, default=None, help="grounded retries (default: eval.retries)")
+    parser.add_argument("--retries", type=int, help="grounded retries (default: eval.retries)")
     parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
     args = parser.parse_args()
 

@@ -192,20 +192,24 @@ class Engine:
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
-        for attempt in range(1, cfg.retries + 1 if retry else 1):
-            redo = [i for i, r in enumerate(out) if not _grounded(r["messages"])]
-            if not redo:
+        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"])] if retry else []
+        for attempt in range(1, cfg.retries + 1):
+            if not pending:
                 break
             sampled = replace(cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt)
             again = self._generate(
-                [conversations[i] for i in redo],
-                lambda j, query, k, redo=redo: search(redo[j], query, k),
+                [conversations[i] for i in pending],
+                lambda j, query, k, rows=pending: search(rows[j], query, k),
                 sampled,
             )
-            for i, r in zip(redo, again, strict=True):
+            still = []
+            for i, r in zip(pending, again, strict=True):
                 tries[i] += 1
                 if _grounded(r["messages"]):
                     out[i] = r
+                else:
+                    still.append(i)
+            pending = still
         return [r | {"tries": n} for r, n in zip(out, tries, strict=True)]
 
     @torch.no_grad()

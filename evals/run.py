@@ -41,8 +41,7 @@ def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
         max_new_tokens=ecfg.max_new_tokens,
         k=ecfg.k,
         quotes=ecfg.quotes,
-        # A system with no tool has no search results to ground an answer in: nothing to retry for.
-        retries=ecfg.retries if cls.searches else 0,
+        retries=ecfg.retries,
         retry_temperature=ecfg.retry_temperature,
     )
     params = sum(p.numel() for p in model.parameters())

@@ -96,7 +96,8 @@ class ClosedBook(ToolUser):
             conversations.append(
                 [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": user}]
             )
-        return _generate(self.engine, conversations, search, self.gen, self.batch)
+        # No tool, so no search results to ground an answer in: nothing to retry for.
+        return _generate(self.engine, conversations, search, replace(self.gen, retries=0), self.batch)
 
 
 @dataclass
