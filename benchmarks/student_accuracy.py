@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_module
 from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine, GenerationConfig
 from cogcore.core.io import read_jsonl, write_jsonl
+from cogcore.evals.run import linked
 from cogcore.evals.scoring import summarize
 from cogcore.evals.suites import run_suite
 from cogcore.evals.systems import ToolUser
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
     parser.add_argument("--retries", type=int, help="grounded retries (default: eval.retries)")
     parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
+    parser.add_argument("--linked", type=int, help="1: retries check linked citations (default: eval.linked)")
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
@@ -52,6 +54,7 @@ def main() -> None:
         quotes=not args.free_quotes,
         retries=retries,
         retry_temperature=temperature,
+        linked=linked(ecfg) if args.linked is None else bool(args.linked),
     )
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")

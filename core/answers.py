@@ -7,6 +7,12 @@ when one passage the trace retrieved holds it (after SQuAD normalisation), or, f
 the sum or difference of two numbers the retrieved passages hold (an arithmetic answer is computed, not
 quoted). `unknown` asserts nothing. Trace filtering keeps only supported traces; the engine retries an
 answer that is not (`GenerationConfig.retries`). Neither looks at a gold answer.
+
+Linked support (`supported(..., linked=True)`, the engine's `GenerationConfig.linked`) is stricter, for
+corpora whose passages are titled by the entity they are about (the synthetic worlds): only the passages
+the trace cites count, and each must link to the question, its title named in the question or in a
+passage cited before it. A quote of another person's line (`Pae Tobras`'s spouse for `Vex Tobras`) is
+then no support.
 """
 
 from __future__ import annotations
@@ -80,13 +86,20 @@ def retrieved_passages(messages: list[dict]) -> list[str]:
     ]
 
 
-def supported(answer: str, messages: list[dict]) -> bool:
+def supported(answer: str, messages: list[dict], linked: bool = False) -> bool:
     """Whether a passage the trace retrieved holds `answer`, or two retrieved numbers give it (see the module
-    docstring)."""
+    docstring). With `linked`, only the passages the trace cites count, and every one of them must link
+    to the question (`linked_citations`): a fact about someone the question does not lead to is no
+    support."""
     target = normalize_answer(answer)
     if target == UNKNOWN:
         return True
-    passages = retrieved_passages(messages)
+    if linked:
+        passages = linked_citations(messages)
+        if passages is None:
+            return False
+    else:
+        passages = retrieved_passages(messages)
     if any(f" {target} " in f" {normalize_answer(p)} " for p in passages):
         return True
     value = _number(answer)
@@ -94,3 +107,52 @@ def supported(answer: str, messages: list[dict]) -> bool:
         return False
     numbers = {float(n.replace(",", "")) for p in passages for n in _NUMBER.findall(p)}
     return any(value in (a + b, abs(a - b)) for a, b in combinations(numbers, 2))
+
+
+_CITATION = re.compile(r"^\[([^\]]+)\]")
+
+
+def split_passage(line: str) -> tuple[str, str, str]:
+    """(id, title, text) of a rendered passage line `[id] title: text`."""
+    pid, _, rest = line[1:].partition("] ")
+    title, _, text = rest.partition(": ")
+    return pid, title, text
+
+
+def links(title: str, known: str) -> bool:
+    """Whether a passage titled `title` links to what is known so far (`known`: normalised text of the
+    question and of the passages linked before it): its title is named there."""
+    name = normalize_answer(title)
+    return bool(name) and f" {name} " in f" {known} "
+
+
+def linked_citations(messages: list[dict]) -> list[str] | None:
+    """The texts of the passages the trace cites (a line of an assistant turn beginning with a returned
+    passage's `[id]`), if each of them links to the question: its title is named in the question or in
+    a cited passage linked before it (a compose trace's second passage is about the entity its first
+    names). None when one does not link, say a line about another person of the same last name quoted
+    for the question's own."""
+    returned: dict[str, tuple[str, str]] = {}
+    for m in messages:
+        if m["role"] == "tool":
+            for line in passage_lines(m["content"]):
+                pid, title, text = split_passage(html.unescape(line))
+                returned.setdefault(pid, (title, text))
+    cited: list[tuple[str, str]] = []
+    for m in messages:
+        for line in (m.get("content") or "").splitlines() if m["role"] == "assistant" else []:
+            match = _CITATION.match(line)
+            if match and match.group(1) in returned and returned[match.group(1)] not in cited:
+                cited.append(returned[match.group(1)])
+    known = normalize_answer(" ".join(m.get("content") or "" for m in messages if m["role"] == "user"))
+    linked: list[str] = []
+    pending = cited
+    while pending:
+        now = [(title, text) for title, text in pending if links(title, known)]
+        if not now:
+            return None
+        for _, text in now:
+            linked.append(text)
+            known += " " + normalize_answer(text)
+        pending = [c for c in pending if c not in now]
+    return linked

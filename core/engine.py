@@ -9,11 +9,16 @@ ends at an end-of-turn token; if it holds a tool call, the call runs and the too
 otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
 a crash, and a bound on calls per answer keeps a looping model finite.
 
-Quotes are verbatim (`quotes`, on by default): once the model has begun a line with the `[id]` of a
-passage a search returned to this row, each next token is the model's likeliest one that keeps the line a
-prefix of that passage's rendered line, until the line is whole. The model still chooses which passage to
-quote and what to make of it; it cannot misquote one (a one-token slip inside a quote used to send a
-small student on along another line's text: BENCHMARKS.md, "Verbatim quotes").
+Quotes are verbatim (`quotes`, on by default): a line that begins with `[` cites a passage a search
+returned to this row. Each next token is the model's likeliest one that keeps the line a prefix of such a
+passage's rendered line, `[id]` included, until the line is whole. The model still chooses which passage
+to quote and what to make of it; it cannot misquote one (a one-token slip inside a quote used to send a
+small student on along another line's text: BENCHMARKS.md, "Verbatim quotes"). If the model's own choice
+inside the `[id]` leaves every passage it may cite (a made-up id such as `[w680-p2-spouse]` when no
+spouse line came back), the line is taken back: its tokens are masked out of the cache, and the line
+starts again from the model's likeliest first token that begins no citation (a streamed line, already
+shown, is held to a citable id instead). With `linked_quotes` (the retries of `linked`), a passage is
+citable only once its title is named in the question or in a passage cited before (core.answers).
 
 An optional `on_token` callback sees each sampled token as it is chosen (the assistant streams from it)
 and can end a row early (a stop string, a client that went away, Ctrl-C); with `run_tools=False` a turn
@@ -25,6 +30,7 @@ plus counts; the callers (evals, the assistant, HF teachers) add the metadata.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections import deque
@@ -35,7 +41,7 @@ import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
-from cogcore.core.answers import supported
+from cogcore.core.answers import links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.tools import (
     SEARCH,
@@ -70,10 +76,14 @@ class GenerationConfig:
     k: int = 3  # passages per search when the model's call names no k
     run_tools: bool = True  # False: a turn with calls ends the row (stop="tool_calls"), for a caller
     # that runs the calls itself (an OpenAI client with its own tools)
-    quotes: bool = True  # a line begun with a returned passage's `[id]` goes on as that passage's line
+    quotes: bool = True  # a line begun with `[` cites a returned passage: its id is held to the ids searches
+    # returned and its text to that passage's line; one that began an id no search returned is taken back
+    linked: bool = False  # answers are checked for retries against the cited passages that link to the
+    # question (core.answers.linked_citations), and retries may cite only such passages
     retries: int = 0  # answers not grounded in the row's own search results are drawn again, up to this
     # many times, sampled at retry_temperature (core.answers.supported; streaming rows are not retried)
     retry_temperature: float = 0.7
+    linked_quotes: bool = False  # only passages linked to the question may be cited (retries with `linked`)
 
 
 @dataclass
@@ -88,6 +98,11 @@ class Row:
     passages: list[str] = field(default_factory=list)  # the `[id] title: text` lines searches returned
     line: list[int] = field(default_factory=list)  # sampled tokens since the last line break
     free: bool = False  # this line is no quote (or its quote is whole): nothing left to hold it to
+    start: torch.Tensor | None = None  # the logits the current line's first token was chosen from
+    citing: bool = False  # the line is still writing the `[id]` of a citation
+    known: str = ""  # normalised question and the texts of the passages cited so far (`linked`)
+    cited: list[str] = field(default_factory=list)  # the passage lines cited so far
+    citable: tuple = ((-1, -1), [])  # (len(passages), len(cited)) and the passages citable then
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
 
@@ -165,6 +180,7 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
         self._pieces: list[str] | None = None  # each token id's text, built when a search first returns
+        self._brackets: torch.Tensor | None = None  # which token ids begin with `[`
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -188,15 +204,18 @@ class Engine:
         With `cfg.retries`, a row whose answer its own search results do not support (or that ended
         without one) is answered again from the start, sampled, until one is supported or the tries run
         out; it keeps the first supported answer, else its first one. The test looks at nothing but the
-        row's trace (core.answers.supported), so it is the same in evals and in use."""
+        row's trace (core.answers.supported), so it is the same in evals and in use. With `cfg.linked` the
+        test is linked support, and the retries may cite only passages linked to the question."""
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
-        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"])] if retry else []
+        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg.linked)] if retry else []
         for attempt in range(1, cfg.retries + 1):
             if not pending:
                 break
-            sampled = replace(cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt)
+            sampled = replace(
+                cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt, linked_quotes=cfg.linked
+            )
             again = self._generate(
                 [conversations[i] for i in pending],
                 lambda j, query, k, rows=pending: search(rows[j], query, k),
@@ -205,7 +224,7 @@ class Engine:
             still = []
             for i, r in zip(pending, again, strict=True):
                 tries[i] += 1
-                if _grounded(r["messages"]):
+                if _grounded(r["messages"], cfg.linked):
                     out[i] = r
                 else:
                     still.append(i)
@@ -223,7 +242,8 @@ class Engine:
         rows = []
         for messages in conversations:
             ids = self.prompt(messages)
-            rows.append(Row([dict(m) for m in messages], ids, len(ids)))
+            question = " ".join(m.get("content") or "" for m in messages if m.get("role") == "user")
+            rows.append(Row([dict(m) for m in messages], ids, len(ids), known=normalize_answer(question)))
             for m in messages:
                 if m.get("role") == "tool":
                     rows[-1].passages.extend(passage_lines(m.get("content")))
@@ -261,10 +281,21 @@ class Engine:
                 if forced:
                     token = r.forced.popleft()
                 else:
-                    quoted = self._quoted(r) if cfg.quotes else None
-                    token = (
-                        int(choices[j]) if quoted is None else self._quote(quoted, logits[j], cfg, generator)
-                    )
+                    start = cfg.quotes and bool(r.passages) and self._at_line_start(r)
+                    quoted = self._quoted(r, cfg) if cfg.quotes else None
+                    token = int(choices[j])
+                    cannot = quoted is not None and r.citing and not self._fits(token, quoted)
+                    if cannot and r.start is not None:
+                        # The line began citing a passage it may not: write it again without a citation.
+                        taken = self._take_back_line(r)
+                        attention[j, attention.shape[1] - taken :] = 0
+                        token, r.start = self._uncited(r.start, cfg, generator), None
+                    elif quoted:
+                        token = self._quote(quoted, logits[j], cfg, generator)
+                    elif quoted is not None:
+                        r.free = True  # nothing it may cite, and the line cannot be taken back
+                    if start:  # a streamed line cannot be taken back
+                        r.start = logits[j].clone() if on_token is None else None
                 step[j, 0], live[j, 0] = token, 1
                 r.cached.append(token)
                 r.sampled.append(not forced)
@@ -273,7 +304,7 @@ class Engine:
                     if cfg.quotes and r.passages:  # lines are followed only where there is one to quote
                         r.line.append(token)
                         if "\n" in self._piece(token):
-                            r.line, r.free = [token], False
+                            r.line, r.free, r.citing = [token], False, False
                     if on_token is not None and on_token(i, token):
                         self._finish(r, "stopped")
                     elif token in self.end_ids:
@@ -340,9 +371,10 @@ class Engine:
             ]
         return self._pieces[token] if 0 <= token < len(self._pieces) else ""
 
-    def _quoted(self, r: Row) -> list[str] | None:
-        """What is left of the passage lines the row's current line is quoting, once it has written a
-        returned passage's whole `[id]`; None when the line is free."""
+    def _quoted(self, r: Row, cfg: GenerationConfig) -> list[str] | None:
+        """What is left of the lines of the passages the row may cite that its current line is a prefix
+        of, once it begins with `[` (an empty list: none); None when the line is free. Sets `r.citing`
+        while the `[id]` is being written, and records a citation once its id is whole."""
         if r.free or not r.line:
             return None
         text = self.tokenizer.decode(r.line, skip_special_tokens=False).rpartition("\n")[2]
@@ -351,21 +383,57 @@ class Engine:
         if not text.startswith("["):
             r.free = True
             return None
-        if "]" not in text:
-            return None  # still writing the id
-        rests = [p[len(text) :] for p in r.passages if len(p) > len(text) and p.startswith(text)]
-        if not rests:
-            r.free = True  # not a returned passage's id, or its line is whole
+        r.citing = "]" not in text
+        lines = [p for p in self._citable(r, cfg) if len(p) > len(text) and p.startswith(text)]
+        if not lines and not r.citing:
+            r.free = True  # its line is whole
             return None
-        return rests
+        if not r.citing and lines[0] not in r.cited:
+            r.cited.append(lines[0])
+            r.known += " " + normalize_answer(split_passage(html.unescape(lines[0]))[2])
+        return [p[len(text) :] for p in lines]
+
+    def _citable(self, r: Row, cfg: GenerationConfig) -> list[str]:
+        """The passage lines the row may cite: every one its searches returned, or with `linked_quotes`
+        those whose title the question or an earlier citation names."""
+        if not cfg.linked_quotes:
+            return r.passages
+        key = (len(r.passages), len(r.cited))  # what the answer depends on only grows
+        if r.citable[0] != key:
+            r.citable = (key, [p for p in r.passages if links(split_passage(html.unescape(p))[1], r.known)])
+        return r.citable[1]
+
+    def _at_line_start(self, r: Row) -> bool:
+        return not r.line or (len(r.line) == 1 and self._piece(r.line[0]).endswith("\n"))
+
+    def _fits(self, token: int, rests: list[str]) -> bool:
+        piece = self._piece(token)
+        return bool(piece) and any(rest.startswith(piece) or piece.startswith(rest) for rest in rests)
+
+    def _take_back_line(self, r: Row) -> int:
+        """Drop the tokens of the row's current line (not the line break before it) from the row; the
+        caller masks them out of the cache. Returns how many."""
+        keep = 1 if r.line and "\n" in self._piece(r.line[0]) else 0
+        taken = len(r.line) - keep
+        for written in (r.cached, r.sampled, r.turn):
+            del written[len(written) - taken :]
+        r.line, r.free, r.citing = r.line[:keep], True, False
+        return taken
+
+    def _uncited(self, logits: torch.Tensor, cfg: GenerationConfig, generator) -> int:
+        """A line's first token, the model's choice among those that do not begin a citation."""
+        if self._brackets is None:
+            brackets = [self._piece(v).lstrip().startswith("[") for v in range(len(self.tokenizer))]
+            self._brackets = torch.tensor(brackets + [False] * max(0, logits.shape[-1] - len(brackets)))
+        masked = logits.masked_fill(self._brackets[: logits.shape[-1]], float("-inf"))
+        return int(self._sample(masked[None], cfg, generator)[0])
 
     def _quote(self, rests: list[str], logits: torch.Tensor, cfg: GenerationConfig, generator) -> int:
         """The next token of a quote: the model's choice among the tokens that keep the line a prefix of a
         passage line it is quoting (or end that line), sampled as `cfg` says."""
 
         def fits(v: int) -> bool:
-            piece = self._piece(v)
-            return bool(piece) and any(rest.startswith(piece) or piece.startswith(rest) for rest in rests)
+            return self._fits(v, rests)
 
         order = logits.argsort(descending=True).tolist()
         if cfg.temperature <= 0:
@@ -380,7 +448,7 @@ class Engine:
     def _end_turn(self, i: int, r: Row, search: SearchFn, cfg: GenerationConfig) -> None:
         """The row's assistant turn just ended: record it, and either run its calls or finish."""
         text = self.tokenizer.decode(r.turn[:-1], skip_special_tokens=False)
-        r.turn, r.line, r.free = [], [], False
+        r.turn, r.line, r.free, r.citing = [], [], False, False
         content, calls = parse_turn(text)
         if not calls:
             r.messages.append({"role": "assistant", "content": content})
@@ -439,10 +507,10 @@ class Engine:
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
 
 
-def _grounded(messages: list[dict]) -> bool:
+def _grounded(messages: list[dict], linked: bool) -> bool:
     """Whether the conversation ends with an answer that its own search results support."""
     answer = final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
-    return answer is not None and supported(answer, messages)
+    return answer is not None and supported(answer, messages, linked)
 
 
 def _with_default_k(call: dict, k: int) -> dict:

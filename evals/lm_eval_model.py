@@ -82,6 +82,7 @@ class CogcoreLM(HFLM):
         quotes: bool | str = True,
         retries: int = 0,
         retry_temperature: float = 0.7,
+        linked: bool | str = False,
         batch_size: int | str = 1,
         device: str | None = None,
         **kwargs,
@@ -106,6 +107,7 @@ class CogcoreLM(HFLM):
             quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval casts only true/false, 0/1
             retries=int(retries),
             retry_temperature=float(retry_temperature),
+            linked=str(linked).lower() in ("true", "1", "yes"),
         )
 
     def _suite(self, doc: dict) -> str:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogcore.core.io import atomic_write_text, write_jsonl
 from cogcore.core.tools import final_answer
-from cogcore.evals.run import load_questions
+from cogcore.evals.run import linked, load_questions
 from cogcore.evals.scoring import CORRECT, NOT_ATTEMPTED, exact_match, grade, summarize, token_f1
 
 # What `search` returns in each suite (evals/suites.py): the exported docs name it, the model reads it.
@@ -184,6 +184,7 @@ def model_args(cfg: DictConfig) -> dict:
         "quotes": ecfg.quotes,
         "retries": ecfg.retries,
         "retry_temperature": ecfg.retry_temperature,
+        "linked": linked(ecfg),
     }
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     searches = {SEARCH[s] for s in ecfg.suites} | ({ecfg.lm_eval.search} if ecfg.lm_eval.tasks else set())

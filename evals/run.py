@@ -32,6 +32,17 @@ def load_questions(path: Path, limit: int | None) -> list[dict]:
     return questions[:limit] if limit else questions
 
 
+def linked(ecfg: DictConfig) -> bool:
+    """eval.linked resolved: `auto` is on for world questions (a world passage's title is the entity it is
+    about) and off for a user QA file, whose documents' titles a question need not name."""
+    value = ecfg.get("linked", "auto")
+    if str(value).lower() == "auto":
+        return ecfg.questions is None
+    if isinstance(value, bool):
+        return value
+    raise DataError(f"eval.linked={value!r}: choose true, false or auto")
+
+
 def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
     from cogcore.core.checkpoint import load_model
     from cogcore.core.engine import Engine, GenerationConfig
@@ -43,6 +54,7 @@ def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
         quotes=ecfg.quotes,
         retries=ecfg.retries,
         retry_temperature=ecfg.retry_temperature,
+        linked=linked(ecfg),
     )
     params = sum(p.numel() for p in model.parameters())
     return cls(

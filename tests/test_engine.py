@@ -64,30 +64,46 @@ def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
 
 class ScriptedLM(torch.nn.Module):
     """A real tiny Llama for the cache plumbing, whose logits are overridden to say each row's scripted
-    assistant turns. It sees every token exactly once, as the engine feeds it, so it also proves that the
-    engine never re-encodes a prefix: a re-fed prefix would corrupt the histories it keeps."""
+    assistant turns. A turn is a string, or a list of strings in order of preference: the model puts its
+    highest logit on the next token of the first one that what it has written so far still follows, the
+    next highest on the next one's, and so on (held off every one, it goes on with the first from the
+    same position). It reads what it has written from the tokens the engine fed
+    it whose attention the mask still keeps (a line the engine took back no longer counts), and it sees
+    every token exactly once, as the engine feeds it, so it also proves that the engine never re-encodes
+    a prefix: a re-fed prefix would corrupt the histories it keeps."""
 
     def __init__(self, tokenizer, scripts):
         super().__init__()
         self.inner = tiny_llama(tokenizer)
         self.config = self.inner.config
         self.tokenizer = tokenizer
-        self.turns = [[tokenizer(t + END, add_special_tokens=False)["input_ids"] for t in s] for s in scripts]
-        self.history = [[] for _ in scripts]
+        self.script(scripts)
         self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+
+    def script(self, scripts):
+        encode = lambda t: self.tokenizer(t + END, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.turns = [[[encode(a) for a in ([t] if isinstance(t, str) else t)] for t in s] for s in scripts]
+        self.fed = [[] for _ in scripts]  # every token fed, per row, one per attention column
+        self.history = [[] for _ in scripts]  # the tokens fed that are not padding
 
     def forward(self, input_ids, attention_mask, **kwargs):
         rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        live = attention_mask[:, -input_ids.shape[1] :].bool()
+        new = attention_mask[:, -input_ids.shape[1] :].bool()
         logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
         for i, row in enumerate(rows):
-            history = self.history[row]
-            history += input_ids[i][live[i]].tolist()
-            turn = history.count(self.assistant) - 1
-            written = len(history) - 1 - max(j for j, t in enumerate(history) if t == self.assistant)
-            script = self.turns[row][min(turn, len(self.turns[row]) - 1)]
-            logits[i, -1, script[written] if written < len(script) else self.tokenizer.eos_token_id] = 0.0
+            self.fed[row] += input_ids[i].tolist()
+            self.history[row] += input_ids[i][new[i]].tolist()
+            live = [t for t, keep in zip(self.fed[row], attention_mask[i].tolist(), strict=True) if keep]
+            turn = live.count(self.assistant) - 1
+            header = max(j for j, t in enumerate(live) if t == self.assistant)
+            written = live[header + 1 :]
+            alternatives = self.turns[row][min(turn, len(self.turns[row]) - 1)]
+            following = [s for s in alternatives if s[: len(written)] == written]
+            # held off every script (a quote), it goes on with the first from the same position
+            for rank, script in enumerate(following or alternatives[:1]):
+                nxt = script[len(written)] if len(written) < len(script) else self.tokenizer.eos_token_id
+                logits[i, -1, nxt] = max(float(logits[i, -1, nxt]), -float(rank))
         out.logits = logits
         return out
 
@@ -155,12 +171,11 @@ def test_tool_loop(tokenizer):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer, temperature):
     """A model that begins a line with a returned passage's [id] and then slips is held to that passage's
-    line (greedy and sampled); a line citing an id no search returned, or not starting with one, is the
-    model's own; with quotes off, the slip stands."""
+    line (greedy and sampled); a line not starting with an id is the model's own; with quotes off, the
+    slip stands."""
     call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
     slips = {
         "held": "[p2] Bo: Bo is short.\nAnswer: short",
-        "unreturned id": "[p9] Bo: Bo is short.\nAnswer: short",
         "no id": "Bo: Bo is short. [p2] Bo: Bo is short.\nAnswer: short",
     }
     passages = [
@@ -179,9 +194,43 @@ def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer
 
     held = first_lines(quotes=True)
     assert held["held"].startswith("[p2] Bo: Bo is tall.")
-    assert held["unreturned id"] == "[p9] Bo: Bo is short."
     assert held["no id"] == "Bo: Bo is short. [p2] Bo: Bo is short."
     assert first_lines(quotes=False)["held"] == "[p2] Bo: Bo is short."
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(tokenizer, temperature):
+    """A line that begins citing an id no search returned is taken back (masked out of the cache) and
+    written again from the model's best choice that begins no citation; streamed, it is held to a returned
+    id instead. With `linked_quotes`, a passage whose title neither the question nor an earlier citation
+    names is not citable either, while a chain of citations from the question is."""
+    call = f'{CALL}{{"query": "Bo", "k": 3}}{END_CALL}'
+    passages = [
+        {"id": "p1", "title": "Ana", "text": "Ana is tall."},
+        {"id": "p2", "title": "Bo", "text": "Bo works at Acme."},
+        {"id": "p3", "title": "Acme", "text": "Acme is in Kelvar."},
+    ]
+    instead = "The results do not say.\nAnswer: unknown"
+    turns = {
+        "unreturned": ["[p9] Bo: Bo works at Zed.\nAnswer: Zed", instead],
+        "unlinked": ["[p1] Ana: Ana is tall.\nAnswer: tall", instead],
+        "chain": ["[p2] Bo: Bo works at Acme.\n[p3] Acme: Acme is in Kelvar.\nAnswer: Kelvar", instead],
+    }
+
+    def answers(linked, on_token=None):
+        model = ScriptedLM(tokenizer, [[call, turn] for turn in turns.values()])
+        cfg = GenerationConfig(max_new_tokens=200, temperature=temperature, linked_quotes=linked)
+        question = conversation("Where is the employer of Bo?")
+        outs = Engine(model, tokenizer).generate([question] * len(turns), lambda *a: passages, cfg, on_token)
+        return dict(zip(turns, (out["messages"][4]["content"] for out in outs), strict=True))
+
+    free = answers(linked=False)
+    assert free["unreturned"] == instead
+    assert free["unlinked"] == turns["unlinked"][0] and free["chain"] == turns["chain"][0]
+    linked = answers(linked=True)
+    assert linked["unreturned"] == linked["unlinked"] == instead and linked["chain"] == turns["chain"][0]
+    streamed = answers(linked=False, on_token=lambda row, token: False)["unreturned"]
+    assert streamed.startswith(("[p1] Ana: Ana is tall.", "[p2] Bo: Bo works at Acme.", "[p3] Acme:"))
 
 
 def test_parse_turn():
@@ -211,12 +260,8 @@ class BatchScriptedLM(ScriptedLM):
 
     def forward(self, input_ids, attention_mask, **kwargs):
         if kwargs["past_key_values"].get_seq_length() == 0:  # the engine begins a batch
-            scripts = self.batches[self.started]
+            self.script(self.batches[self.started])
             self.started += 1
-            self.turns = [
-                [self.tokenizer(t + END, add_special_tokens=False)["input_ids"] for t in s] for s in scripts
-            ]
-            self.history = [[] for _ in scripts]
         return super().forward(input_ids, attention_mask, **kwargs)
 
 

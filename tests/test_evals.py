@@ -9,7 +9,7 @@ from conftest import SMALL_WORLD, TINY_STUDENT, make_cfg
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable
 from cogcore.evals.contamination import ContaminationError
-from cogcore.evals.run import evaluate, load_questions
+from cogcore.evals.run import evaluate, linked, load_questions
 from cogcore.evals.suites import compositionality_gap, hop_questions, run_suite, search_for
 from cogcore.evals.systems import Oracle
 from cogcore.retrieval.retriever import Retriever
@@ -159,3 +159,18 @@ def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
         "leaked_in_user_turns": 0,
         "exact_duplicates": 0,
     }
+
+
+def test_linked_support_is_on_for_world_questions_only_unless_set():
+    from omegaconf import OmegaConf
+
+    def resolved(**ecfg):
+        return linked(OmegaConf.create({"questions": None, **ecfg}))
+
+    assert resolved(linked="auto") is True and resolved() is True  # a world's passages are titled by entity
+    assert (
+        resolved(linked="auto", questions="my_qa.jsonl") is False
+    )  # a user corpus's titles need not be named
+    assert resolved(linked=True, questions="my_qa.jsonl") is True and resolved(linked=False) is False
+    with pytest.raises(DataError, match="eval.linked"):
+        resolved(linked="sometimes")

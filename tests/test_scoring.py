@@ -161,3 +161,75 @@ def test_bootstrap_ci():
     assert bootstrap_ci([0.0] * 10) == (0.0, 0.0)
     with pytest.raises(ValueError, match="at least one value"):
         bootstrap_ci([])
+
+
+def _trace(question: str, results: list[str], reasoning: str) -> list[dict]:
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "Searching."},
+        {"role": "tool", "content": "\n".join(results)},
+        {"role": "assistant", "content": reasoning},
+    ]
+
+
+SPOUSES = [
+    "[p1-spouse] Pae Tobras: The spouse of Pae Tobras is Sun Lolux.",
+    "[p2-works_for] Vex Tobras: Vex Tobras works for Acme &amp; Sons.",
+    "[o1-hq] Acme &amp; Sons: Acme &amp; Sons is based in Kelvar.",
+]
+
+
+@pytest.mark.parametrize(
+    "question, reasoning, answer, plain, linked",
+    [
+        # a quote about another person of the same last name: retrieved, so supported, but not linked
+        (
+            "Who is Vex Tobras married to?",
+            "[p1-spouse] Pae Tobras: ...\nAnswer: Sun Lolux",
+            "Sun Lolux",
+            True,
+            False,
+        ),
+        # a chain: the second passage's title is named in the first cited passage (escaped there)
+        (
+            "Where is the employer of Vex Tobras based?",
+            "[p2-works_for] Vex Tobras: ...\n[o1-hq] Acme &amp; Sons: ...\nAnswer: Kelvar",
+            "Kelvar",
+            True,
+            True,
+        ),
+        # the same second passage cited without the first: nothing names Acme & Sons
+        (
+            "Where is the employer of Vex Tobras based?",
+            "[o1-hq] Acme: ...\nAnswer: Kelvar",
+            "Kelvar",
+            True,
+            False,
+        ),
+        # retrieved but never cited: linked support counts only citations
+        (
+            "Where does Vex Tobras work?",
+            "He works for Acme & Sons.\nAnswer: Acme & Sons",
+            "Acme & Sons",
+            True,
+            False,
+        ),
+        # one unlinked citation spoils a trace whose answer a linked one holds
+        (
+            "Where does Vex Tobras work?",
+            "[p2-works_for] Vex Tobras: ...\n[p1-spouse] Pae Tobras: ...\nAnswer: Acme & Sons",
+            "Acme & Sons",
+            True,
+            False,
+        ),
+        ("Who is Vex Tobras married to?", "Nothing says.\nAnswer: unknown", "unknown", True, True),
+    ],
+)
+def test_linked_support_counts_only_citations_that_link_to_the_question(
+    question, reasoning, answer, plain, linked
+):
+    from cogcore.core.answers import supported
+
+    messages = _trace(question, SPOUSES, reasoning)
+    assert supported(answer, messages) is plain
+    assert supported(answer, messages, linked=True) is linked
