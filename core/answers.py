@@ -119,6 +119,11 @@ def split_passage(line: str) -> tuple[str, str, str]:
     return pid, title, text
 
 
+def asked(messages: list[dict]) -> str:
+    """The normalised text of a conversation's user turns: what linked citations start from."""
+    return normalize_answer(" ".join(m.get("content") or "" for m in messages if m.get("role") == "user"))
+
+
 def links(title: str, known: str) -> bool:
     """Whether a passage titled `title` links to what is known so far (`known`: normalised text of the
     question and of the passages linked before it): its title is named there."""
@@ -144,7 +149,7 @@ def linked_citations(messages: list[dict]) -> list[str] | None:
             match = _CITATION.match(line)
             if match and match.group(1) in returned and returned[match.group(1)] not in cited:
                 cited.append(returned[match.group(1)])
-    known = normalize_answer(" ".join(m.get("content") or "" for m in messages if m["role"] == "user"))
+    known = asked(messages)
     linked: list[str] = []
     pending = cited
     while pending:

@@ -41,7 +41,7 @@ import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
-from cogcore.core.answers import links, normalize_answer, split_passage, supported
+from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.tools import (
     SEARCH,
@@ -242,8 +242,7 @@ class Engine:
         rows = []
         for messages in conversations:
             ids = self.prompt(messages)
-            question = " ".join(m.get("content") or "" for m in messages if m.get("role") == "user")
-            rows.append(Row([dict(m) for m in messages], ids, len(ids), known=normalize_answer(question)))
+            rows.append(Row([dict(m) for m in messages], ids, len(ids), known=asked(messages)))
             for m in messages:
                 if m.get("role") == "tool":
                     rows[-1].passages.extend(passage_lines(m.get("content")))
