@@ -100,8 +100,8 @@ class Row:
     free: bool = False  # this line is no quote (or its quote is whole): nothing left to hold it to
     start: torch.Tensor | None = None  # the logits the current line's first token was chosen from
     citing: bool = False  # the line is still writing the `[id]` of a citation
-    known: str = ""  # normalised question and the texts of the passages cited so far (`linked`)
-    cited: list[str] = field(default_factory=list)  # the passage lines cited so far
+    known: str = ""  # normalised question and the texts of the passages cited so far (`linked_quotes`)
+    cited: list[str] = field(default_factory=list)  # the passage lines cited so far (`linked_quotes`)
     citable: tuple = ((-1, -1), [])  # (len(passages), len(cited)) and the passages citable then
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
@@ -373,7 +373,7 @@ class Engine:
     def _quoted(self, r: Row, cfg: GenerationConfig) -> list[str] | None:
         """What is left of the lines of the passages the row may cite that its current line is a prefix
         of, once it begins with `[` (an empty list: none); None when the line is free. Sets `r.citing`
-        while the `[id]` is being written, and records a citation once its id is whole."""
+        while the `[id]` is being written; with `linked_quotes`, records a citation once its id is whole."""
         if r.free or not r.line:
             return None
         text = self.tokenizer.decode(r.line, skip_special_tokens=False).rpartition("\n")[2]
@@ -387,7 +387,7 @@ class Engine:
         if not lines and not r.citing:
             r.free = True  # its line is whole
             return None
-        if not r.citing and lines[0] not in r.cited:
+        if cfg.linked_quotes and not r.citing and lines[0] not in r.cited:
             r.cited.append(lines[0])
             r.known += " " + normalize_answer(split_passage(html.unescape(lines[0]))[2])
         return [p[len(text) :] for p in lines]
