@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
     parser.add_argument("--retries", type=int, help="grounded retries (default: eval.retries)")
     parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus of the retries' sampling")
     parser.add_argument("--linked", type=int, help="1: retries check linked citations (default: eval.linked)")
     args = parser.parse_args()
 
@@ -54,6 +55,7 @@ def main() -> None:
         quotes=not args.free_quotes,
         retries=retries,
         retry_temperature=temperature,
+        top_p=args.top_p,
         linked=linked(ecfg) if args.linked is None else bool(args.linked),
     )
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)

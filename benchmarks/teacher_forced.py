@@ -11,7 +11,8 @@ of the tool result (BENCHMARKS.md). `copy_top1` probes that skill alone: the sha
 right in the second half of random token runs shown twice (`distill.data.copy_drills`, unseen seed);
 a student without induction heads scores about 0. `copy_top1_alphabet_A` does the same on runs drawn
 from A tokens, which repeat within a run: one token of context no longer says where to copy from.
-`record_top1` is the same on record drills (`distill.data.record_drills`: one of a few lines that share
+`header_exact` is the share of arithmetic traces whose subtraction header (`77965 - 47314`, the two facts
+copied, the larger first) the student predicts whole. `record_top1` is the same on record drills (`distill.data.record_drills`: one of a few lines that share
 spans, repeated), and `record_top1_ambiguous` only on the tokens that follow a token the lines share,
 where the student must know which line it is copying.
 """
@@ -83,6 +84,13 @@ def decisive_chars(text: str, kind: str) -> list[int]:
     return []
 
 
+def header_chars(text: str) -> range | None:
+    """Offsets in `text` of the last subtraction's header (`77965 - 47314` before `, column by column`): the
+    two numbers copied from the facts, the larger first."""
+    heads = list(re.finditer(r"\d+ - \d+(?=, column by column)", text))
+    return range(heads[-1].start(), heads[-1].end()) if heads else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default="runs/demo/student")
@@ -91,7 +99,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.student)
     model = AutoModelForCausalLM.from_pretrained(args.student).eval()
-    tokens, answers, steps = (defaultdict(lambda: [0, 0]) for _ in range(3))
+    tokens, answers, steps, headers = (defaultdict(lambda: [0, 0]) for _ in range(4))
     for trace in read_traces(args.traces):
         ids, mask = encode_trace(tokenizer, trace, [SEARCH_TOOL])
         with torch.no_grad():
@@ -114,6 +122,10 @@ def main() -> None:
             t = next(t for t, end in enumerate(ends) if end > char)  # the token that writes this char
             steps[kind][0] += right[t - 1]
             steps[kind][1] += 1
+        if kind == "arithmetic" and (span := header_chars(full)) is not None:
+            written = {next(t for t, end in enumerate(ends) if end > char) for char in span}
+            headers[kind][0] += all(right[t - 1] for t in written)
+            headers[kind][1] += 1
     report = {
         kind: {
             "assistant_token_accuracy": round(tokens[kind][0] / tokens[kind][1], 3),
@@ -124,6 +136,8 @@ def main() -> None:
     }
     for kind, (hits, total) in sorted(steps.items()):
         report[kind][DECISIVE[kind]] = round(hits / total, 3)
+    for kind, (hits, total) in sorted(headers.items()):
+        report[kind]["header_exact"] = round(hits / total, 3)
     report["copy_top1"] = round(copy_top1(model, tokenizer), 3)
     for alphabet in (64, 16, 8):
         report[f"copy_top1_alphabet_{alphabet}"] = round(copy_top1(model, tokenizer, alphabet), 3)

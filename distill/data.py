@@ -28,7 +28,7 @@ from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import chat_messages
-from cogcore.core.world import COMPARE_QUESTIONS, made_up_name
+from cogcore.core.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS, made_up_name
 from cogcore.distill.teachers.oracle import FACT, decision, subtraction
 
 log = logging.getLogger(__name__)
@@ -436,8 +436,10 @@ def step_drills(
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the written-out steps the oracle's
     compare and arithmetic traces end with, on random numbers of 4 and 5 digits. Two in three are a
-    subtraction (`<|bos|>x and y. ` then, trained, the smaller taken from the larger column by column,
-    `oracle.subtraction`); the others a compare question's last step on made-up names (`<|bos|>Who is
+    subtraction as an arithmetic trace ends with one (`<|bos|>How many years apart were A and B founded? So
+    A was founded in x. So B was founded in y. ` then, trained, the smaller taken from the larger column by
+    column, `oracle.subtraction`; given as a bare `x and y. `, the demo's T was 0.035 lower on each of two
+    seeds: BENCHMARKS.md, runs 110-113); the others a compare question's last step on made-up names (`<|bos|>Who is
     younger, A or B? So A was born in x. So B was born in y. ` then, trained, `oracle.decision`: the first
     differing digit, each number's with its name, and the one the question asks for). The traces hold a
     few hundred of each, too few to learn the hundred-odd digit facts the steps are made of. Half the pairs
@@ -460,7 +462,15 @@ def step_drills(
         if x == y:
             continue
         if rng.random() < 2 / 3:  # as many subtractions as when compares were a short sentence each
-            given, steps = f"{x} and {y}. ", subtraction(max(x, y), min(x, y))
+            # the question and the two facts, as a trace restates them before its subtraction
+            attribute = "population" if max(x, y) >= 10_000 else names.choice(sorted(ARITHMETIC_QUESTIONS))
+            a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
+            if a == b:
+                continue
+            fact = FACT[attribute]
+            question = ARITHMETIC_QUESTIONS[attribute].format(a=a, b=b)
+            given = f"{question} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
+            steps = subtraction(max(x, y), min(x, y))
         else:  # a compare's last step: which of two made-up names the question's wording picks
             attribute = names.choice(sorted(COMPARE_QUESTIONS))
             template, pick = names.choice(COMPARE_QUESTIONS[attribute])

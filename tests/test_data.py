@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
 from cogcore.core.tools import SEARCH_TOOL
-from cogcore.core.world import COMPARE_QUESTIONS
+from cogcore.core.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS
 from cogcore.distill.attention import NAME as PACKED
 from cogcore.distill.attention import trace_bounds
 from cogcore.distill.data import (
@@ -245,8 +245,15 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
         cut = mask.index(1)
         assert mask == [0] * cut + [1] * (len(ids) - cut)  # the context given, every step trained
         given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
-        if "column by column" in steps:
-            x, y = map(int, re.fullmatch(r"(\d+) and (\d+)\.", given).groups())
+        if "column by column" in steps:  # an arithmetic question and its two facts, then the subtraction
+            question, fact_a, fact_b = re.fullmatch(r"(.*\?) So (.+)\. So (.+)\.", given).groups()
+            x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+            a, b = (fact.split(" was ")[0].split(" has ")[0] for fact in (fact_a, fact_b))
+            attribute = next(
+                attr for attr, asked in ARITHMETIC_QUESTIONS.items() if asked.format(a=a, b=b) == question
+            )
+            assert a != b
+            assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
             assert steps == subtraction(max(x, y), min(x, y))
             subtractions += 1
         else:  # a compare question's last step on made-up names
