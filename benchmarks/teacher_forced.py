@@ -12,9 +12,10 @@ right in the second half of random token runs shown twice (`distill.data.copy_dr
 a student without induction heads scores about 0. `copy_top1_alphabet_A` does the same on runs drawn
 from A tokens, which repeat within a run: one token of context no longer says where to copy from.
 `header_exact` is the share of arithmetic traces whose subtraction header (`77965 - 47314`, the two facts
-copied, the larger first) the student predicts whole. `record_top1` is the same on record drills (`distill.data.record_drills`: one of a few lines that share
-spans, repeated), and `record_top1_ambiguous` only on the tokens that follow a token the lines share,
-where the student must know which line it is copying.
+copied, the larger first) the student predicts whole. `record_top1` is the same on record drills
+(`distill.data.record_drills`: one of a few lines that share spans, repeated), and `record_top1_ambiguous`
+only on the tokens that follow a token the lines share, where the student must know which line it is
+copying.
 """
 
 from __future__ import annotations

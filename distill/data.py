@@ -436,14 +436,15 @@ def step_drills(
 ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, loss_mask) drills of about `n_tokens` tokens in all, of the written-out steps the oracle's
     compare and arithmetic traces end with, on random numbers of 4 and 5 digits. Two in three are a
-    subtraction as an arithmetic trace ends with one (`<|bos|>How many years apart were A and B founded? So
-    A was founded in x. So B was founded in y. ` then, trained, the smaller taken from the larger column by
-    column, `oracle.subtraction`; given as a bare `x and y. `, the demo's T was 0.035 lower on each of two
-    seeds: BENCHMARKS.md, runs 110-113); the others a compare question's last step on made-up names (`<|bos|>Who is
-    younger, A or B? So A was born in x. So B was born in y. ` then, trained, `oracle.decision`: the first
-    differing digit, each number's with its name, and the one the question asks for). The traces hold a
-    few hundred of each, too few to learn the hundred-odd digit facts the steps are made of. Half the pairs
-    share a leading run of digits (as years do), so every column and every first differing digit comes up."""
+    subtraction as an arithmetic trace ends with one (`<|bos|>How many years apart were A and B founded?
+    So A was founded in x. So B was founded in y. ` then, trained, the smaller taken from the larger
+    column by column, `oracle.subtraction`; given as a bare `x and y. `, the demo's T was 0.035 lower on
+    each of two seeds: BENCHMARKS.md, runs 110-113). The others are a compare question's last step on
+    made-up names (`<|bos|>Who is younger, A or B? So A was born in x. So B was born in y. ` then, trained,
+    `oracle.decision`: the first differing digit, each number's with its name, and the one the question
+    asks for). The traces hold a few hundred of each, too few to learn the hundred-odd digit facts the
+    steps are made of. Half the pairs share a leading run of digits (as years do), so every column and
+    every first differing digit comes up."""
     rng, names = random.Random(f"steps-{seed}"), random.Random(f"steps-named-{seed}")
     kinds = {"birth_year": "person", "population": "city", "founded": "org"}
 
