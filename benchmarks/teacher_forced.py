@@ -85,6 +85,11 @@ def decisive_chars(text: str, kind: str) -> list[int]:
     return []
 
 
+def written_by(ends: list[int], char: int) -> int:
+    """The token that writes offset `char` of a text whose token prefixes end at `ends`."""
+    return next(t for t, end in enumerate(ends) if end > char)
+
+
 def header_chars(text: str) -> range | None:
     """Offsets in `text` of the last subtraction's header (`77965 - 47314` before `, column by column`): the
     two numbers copied from the facts, the larger first."""
@@ -119,13 +124,12 @@ def main() -> None:
         # token of a compare's winner.
         ends = [len(text) for text in text_upto]
         full = text_upto[-1]
+
         for char in decisive_chars(full, kind):
-            t = next(t for t, end in enumerate(ends) if end > char)  # the token that writes this char
-            steps[kind][0] += right[t - 1]
+            steps[kind][0] += right[written_by(ends, char) - 1]
             steps[kind][1] += 1
         if kind == "arithmetic" and (span := header_chars(full)) is not None:
-            written = {next(t for t, end in enumerate(ends) if end > char) for char in span}
-            headers[kind][0] += all(right[t - 1] for t in written)
+            headers[kind][0] += all(right[t - 1] for t in {written_by(ends, char) for char in span})
             headers[kind][1] += 1
     report = {
         kind: {

@@ -462,25 +462,19 @@ def step_drills(
             y = number()
         if x == y:
             continue
+        # The question on two made-up names and its two facts, as a trace restates them before its steps.
         if rng.random() < 2 / 3:  # as many subtractions as when compares were a short sentence each
-            # the question and the two facts, as a trace restates them before its subtraction
             attribute = "population" if max(x, y) >= 10_000 else names.choice(sorted(ARITHMETIC_QUESTIONS))
-            a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
-            if a == b:
-                continue
-            fact = FACT[attribute]
-            question = ARITHMETIC_QUESTIONS[attribute].format(a=a, b=b)
-            given = f"{question} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
-            steps = subtraction(max(x, y), min(x, y))
+            template, pick = ARITHMETIC_QUESTIONS[attribute], None
         else:  # a compare's last step: which of two made-up names the question's wording picks
             attribute = names.choice(sorted(COMPARE_QUESTIONS))
             template, pick = names.choice(COMPARE_QUESTIONS[attribute])
-            a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
-            if a == b:
-                continue
-            fact = FACT[attribute]
-            given = f"{template.format(a=a, b=b)} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
-            steps = decision(x, y, a, b, attribute, pick)
+        a, b = (made_up_name(names, kinds[attribute]) for _ in "ab")
+        if a == b:
+            continue
+        fact = FACT[attribute]
+        given = f"{template.format(a=a, b=b)} So {fact.format(s=a, o=x)}. So {fact.format(s=b, o=y)}. "
+        steps = subtraction(max(x, y), min(x, y)) if pick is None else decision(x, y, a, b, attribute, pick)
         enc = tokenizer(given + steps, add_special_tokens=False, return_offsets_mapping=True)
         ids = [tokenizer.bos_token_id, *enc["input_ids"]]
         mask = [0] + [int(end > len(given)) for _, end in enc["offset_mapping"]]

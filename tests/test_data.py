@@ -245,33 +245,30 @@ def test_step_drills_write_the_oracles_steps_on_random_numbers(tokenizer):
         cut = mask.index(1)
         assert mask == [0] * cut + [1] * (len(ids) - cut)  # the context given, every step trained
         given, steps = tokenizer.decode(ids[1:cut]).strip(), tokenizer.decode(ids[cut:]).strip()
-        if "column by column" in steps:  # an arithmetic question and its two facts, then the subtraction
-            question, fact_a, fact_b = re.fullmatch(r"(.*\?) So (.+)\. So (.+)\.", given).groups()
-            x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+        # the question on two made-up names and its two facts, then the steps
+        question, fact_a, fact_b = re.fullmatch(r"(.*\?) So (.+)\. So (.+)\.", given).groups()
+        x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+        if "column by column" in steps:  # an arithmetic question's subtraction
             a, b = (fact.split(" was ")[0].split(" has ")[0] for fact in (fact_a, fact_b))
             attribute = next(
                 attr for attr, asked in ARITHMETIC_QUESTIONS.items() if asked.format(a=a, b=b) == question
             )
-            assert a != b
-            assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
-            assert steps == subtraction(max(x, y), min(x, y))
+            expected = subtraction(max(x, y), min(x, y))
             subtractions += 1
-        else:  # a compare question's last step on made-up names
-            question, a, b, fact_a, fact_b = re.fullmatch(
-                r"(.*, (.+) or (.+)\?) So (.+)\. So (.+)\.", given
-            ).groups()
-            x, y = int(fact_a.rsplit(" ", 1)[1]), int(fact_b.rsplit(" ", 1)[1])
+        else:  # a compare question's last step
+            a, b = re.fullmatch(r".*, (.+) or (.+)\?", question).groups()
             attribute, pick = next(
                 (attr, pick)
                 for attr, asked in COMPARE_QUESTIONS.items()
                 for t, pick in asked
                 if t.format(a=a, b=b) == question
             )
-            assert a != b
-            assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
-            assert steps == decision(x, y, a, b, attribute, pick)
+            expected = decision(x, y, a, b, attribute, pick)
             winner = a if (x < y) == (pick == "min") else b  # the question's pick of the two, by number
             assert steps.endswith(f" {winner}.")
+        assert a != b
+        assert fact_a == FACT[attribute].format(s=a, o=x) and fact_b == FACT[attribute].format(s=b, o=y)
+        assert steps == expected
         assert x != y and all(1_000 <= n < 100_000 for n in (x, y))
         shared_start += str(x)[0] == str(y)[0] and len(str(x)) == len(str(y))
     # both kinds, and many pairs that differ only after their first digit (as years do)
