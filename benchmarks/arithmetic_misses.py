@@ -5,9 +5,9 @@ facts the student itself quoted.
 
 Reads samples as `cogcore eval` (`samples/<system>/T.jsonl`) and `benchmarks/student_accuracy.py
 --samples` write them, and counts each wrong arithmetic answer once: `facts` (fewer than two numbers
-restated, or the same one twice), `no subtraction` (none written), `header copy` (the subtraction's two
-numbers are not the two facts), `order` (the smaller on top), else `columns or read-back` (the steps
-after a right header).
+restated, or the same one twice), `no subtraction` (none written), `header: one number twice` (the
+subtraction takes a fact from itself), `header copy` (its two numbers are not the two facts), `order`
+(the smaller on top), else `columns or read-back` (the steps after a right header).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def first_wrong_step(messages: list[dict]) -> str:
         return "facts"
     if header is None:
         return "no subtraction"
+    if header.group(1) == header.group(2):
+        return "header: one number twice"
     if sorted(header.groups()) != sorted(facts[:2]):
         return "header copy"
     if int(header.group(1)) < int(header.group(2)):

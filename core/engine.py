@@ -81,8 +81,11 @@ class GenerationConfig:
     linked: bool = False  # answers are checked for retries against the cited passages that link to the
     # question (core.answers.linked_citations), and retries may cite only such passages
     retries: int = 0  # answers not grounded in the row's own search results are drawn again, up to this
-    # many times, sampled at retry_temperature (core.answers.supported; streaming rows are not retried)
-    retry_temperature: float = 0.7
+    # many times, as retry_temperature says (core.answers.supported; streaming rows are not retried)
+    retry_temperature: float = 0.0  # > 0: each retry is drawn from the start at this temperature. 0: each
+    # is greedy but takes the runner-up token at one of the first answer's least sure choices (the smallest
+    # gap between the two likeliest tokens), the n-th retry at the n-th: a search over the model's own
+    # doubts rather than a fresh draw, which repeats a confident slip
     linked_quotes: bool = False  # only passages linked to the question may be cited (retries with `linked`)
 
 
@@ -103,6 +106,10 @@ class Row:
     known: str = ""  # normalised question and the texts of the passages cited so far (`linked_quotes`)
     cited: list[str] = field(default_factory=list)  # the passage lines cited so far (`linked_quotes`)
     citable: tuple = ((-1, -1), [])  # (len(passages), len(cited)) and the passages citable then
+    chosen: int = 0  # tokens the model chose so far (forced ones not counted): the index of its next choice
+    doubts: list[tuple[float, int, int]] = field(default_factory=list)  # (p1 - p2, choice index, runner-up)
+    # of each choice that was the model's own greedy pick: where a retry with retry_temperature 0 branches
+    prescribed: dict[int, int] = field(default_factory=dict)  # choice index -> token taken there instead
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
 
@@ -202,30 +209,43 @@ class Engine:
         stopped | tool_calls), "tries"}.
 
         With `cfg.retries`, a row whose answer its own search results do not support (or that ended
-        without one) is answered again from the start, sampled, until one is supported or the tries run
-        out; it keeps the first supported answer, else its first one. The test looks at nothing but the
+        without one) is answered again from the start: sampled at `cfg.retry_temperature`, or, at 0,
+        greedily with the runner-up token taken at its first answer's n-th least sure choice on the n-th
+        retry. It keeps the first supported answer, else its first one. The test looks at nothing but the
         row's trace (core.answers.supported), so it is the same in evals and in use. With `cfg.linked` the
         test is linked support, and the retries may cite only passages linked to the question."""
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
         pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg.linked)] if retry else []
+        doubts = {i: sorted(out[i].pop("doubts")) for i in pending}
+        for r in out:
+            r.pop("doubts", None)
         for attempt in range(1, cfg.retries + 1):
+            if cfg.retry_temperature <= 0:  # branch at the attempt-th least sure choice; none left: done
+                pending = [i for i in pending if len(doubts[i]) >= attempt]
             if not pending:
                 break
             sampled = replace(
-                cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt, linked_quotes=cfg.linked
+                cfg,
+                temperature=max(cfg.retry_temperature, 0.0),
+                seed=cfg.seed + attempt,
+                linked_quotes=cfg.linked,
             )
+            prescribed = None
+            if cfg.retry_temperature <= 0:
+                prescribed = [{doubts[i][attempt - 1][1]: doubts[i][attempt - 1][2]} for i in pending]
             again = self._generate(
                 [conversations[i] for i in pending],
                 lambda j, query, k, rows=pending: search(rows[j], query, k),
                 sampled,
+                prescribed=prescribed,
             )
             still = []
             for i, r in zip(pending, again, strict=True):
                 tries[i] += 1
                 if _grounded(r["messages"], cfg.linked):
-                    out[i] = r
+                    out[i] = {k: v for k, v in r.items() if k != "doubts"}
                 else:
                     still.append(i)
             pending = still
@@ -238,11 +258,14 @@ class Engine:
         search: SearchFn,
         cfg: GenerationConfig,
         on_token: TokenFn | None = None,
+        prescribed: list[dict[int, int]] | None = None,
     ) -> list[dict]:
+        """`prescribed`: per row, tokens taken instead of the model's choice at those choice indices."""
         rows = []
-        for messages in conversations:
+        for n, messages in enumerate(conversations):
             ids = self.prompt(messages)
             rows.append(Row([dict(m) for m in messages], ids, len(ids), known=asked(messages)))
+            rows[-1].prescribed = prescribed[n] if prescribed else {}
             for m in messages:
                 if m.get("role") == "tool":
                     rows[-1].passages.extend(passage_lines(m.get("content")))
@@ -272,6 +295,7 @@ class Engine:
             step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
             live = torch.zeros((len(batch), 1), dtype=torch.long)
             choices = self._sample(logits, cfg, generator)
+            top = logits.softmax(-1).topk(2, dim=-1)
             for j, i in enumerate(batch):
                 r = rows[i]
                 if r.done:
@@ -282,7 +306,8 @@ class Engine:
                 else:
                     start = cfg.quotes and bool(r.passages) and self._at_line_start(r)
                     quoted = self._quoted(r, cfg) if cfg.quotes else None
-                    token = int(choices[j])
+                    token = r.prescribed.get(r.chosen, int(choices[j]))
+                    greedy = cfg.temperature <= 0 and r.chosen not in r.prescribed
                     cannot = quoted is not None and r.citing and not self._fits(token, quoted)
                     if cannot and r.start is not None:
                         # The line began citing a passage it may not: write it again without a citation.
@@ -295,6 +320,10 @@ class Engine:
                         r.free = True  # nothing it may cite, and the line cannot be taken back
                     if start:  # a streamed line cannot be taken back
                         r.start = logits[j].clone() if on_token is None else None
+                    if greedy and token == int(top.indices[j, 0]):  # the model's own pick, not a held quote
+                        gap = float(top.values[j, 0] - top.values[j, 1])
+                        r.doubts.append((gap, r.chosen, int(top.indices[j, 1])))
+                    r.chosen += 1
                 step[j, 0], live[j, 0] = token, 1
                 r.cached.append(token)
                 r.sampled.append(not forced)
@@ -338,6 +367,7 @@ class Engine:
                 "sampled": r.sampled,
                 "tool_calls": r.calls,
                 "stop": r.stop,
+                "doubts": r.doubts,
             }
             for r in rows
         ]

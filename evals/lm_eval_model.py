@@ -81,7 +81,7 @@ class CogcoreLM(HFLM):
         max_tool_calls: int = 6,
         quotes: bool | str = True,
         retries: int = 0,
-        retry_temperature: float = 0.7,
+        retry_temperature: float = 0.0,
         linked: bool | str = False,
         batch_size: int | str = 1,
         device: str | None = None,

@@ -279,10 +279,30 @@ def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):
 
     def answers(retries):
         engine = Engine(BatchScriptedLM(tokenizer, batches), tokenizer)
-        cfg = GenerationConfig(max_new_tokens=60, retries=retries)
+        cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.7)
         outs = engine.generate([conversation("How tall is Bo?")] * 3, search, cfg)
         return [(final_answer(o["messages"][-1]["content"]), o["tries"]) for o in outs]
 
     assert answers(retries=2) == [("tall", 1), ("tall", 2), ("short", 3)]
     assert searched == [0, 1, 2, 1, 2, 2]
     assert answers(retries=0) == [("tall", 1), ("short", 1), ("short", 1)]
+
+
+def test_greedy_retries_branch_at_the_least_sure_choice(tokenizer):
+    """With retry_temperature 0, a retry replays the first answer greedily but takes the runner-up token at
+    its least sure choice (here where `short` and `tall` part, the scripts' first and second preference)."""
+    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    doubting = [call, ["Bo is short.\nAnswer: short", "Bo is tall.\nAnswer: tall"]]
+
+    def search(row, query, k):
+        return [{"id": "p0", "title": "Bo", "text": "Bo is tall."}]
+
+    def answer(retries):
+        engine = Engine(BatchScriptedLM(tokenizer, [[doubting]] * (retries + 1)), tokenizer)
+        cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.0)
+        out = engine.generate([conversation("How tall is Bo?")], search, cfg)[0]
+        assert "doubts" not in out
+        return final_answer(out["messages"][-1]["content"]), out["tries"], out["messages"][-1]["content"]
+
+    assert answer(retries=0) == ("short", 1, "Bo is short.\nAnswer: short")
+    assert answer(retries=3) == ("tall", 2, "Bo is tall.\nAnswer: tall")
