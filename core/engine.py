@@ -307,7 +307,8 @@ class Engine:
                     start = cfg.quotes and bool(r.passages) and self._at_line_start(r)
                     quoted = self._quoted(r, cfg) if cfg.quotes else None
                     token = r.prescribed.get(r.chosen, int(choices[j]))
-                    greedy = cfg.temperature <= 0 and r.chosen not in r.prescribed
+                    # a doubt is a free greedy choice: a held quote's token is the quote's, whatever is chosen
+                    own = cfg.temperature <= 0 and r.chosen not in r.prescribed and not quoted
                     cannot = quoted is not None and r.citing and not self._fits(token, quoted)
                     if cannot and r.start is not None:
                         # The line began citing a passage it may not: write it again without a citation.
@@ -320,7 +321,7 @@ class Engine:
                         r.free = True  # nothing it may cite, and the line cannot be taken back
                     if start:  # a streamed line cannot be taken back
                         r.start = logits[j].clone() if on_token is None else None
-                    if greedy and token == int(top.indices[j, 0]):  # the model's own pick, not a held quote
+                    if own and token == int(top.indices[j, 0]):  # the model's own pick, as it is kept
                         gap = float(top.values[j, 0] - top.values[j, 1])
                         r.doubts.append((gap, r.chosen, int(top.indices[j, 1])))
                     r.chosen += 1
