@@ -306,3 +306,23 @@ def test_greedy_retries_branch_at_the_least_sure_choice(tokenizer):
 
     assert answer(retries=0) == ("short", 1, "Bo is short.\nAnswer: short")
     assert answer(retries=3) == ("tall", 2, "Bo is tall.\nAnswer: tall")
+
+
+def test_a_held_quote_is_no_branch_point(tokenizer):
+    """Where the model wavers inside a quote the engine holds (`tall`, as the passage says, or `short`), the
+    quote decides the token, so a branch to the runner-up there would replay the same answer: no doubt is
+    recorded there, and the model's own wavering after the quote is."""
+    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    in_quote = [call, ["[p2] Bo: Bo is tall. So Bo is short.\nAnswer: short", "[p2] Bo: Bo is short."]]
+    after = [
+        call,
+        ["[p2] Bo: Bo is tall. So Bo is short.\nAnswer: short", "[p2] Bo: Bo is tall. So Bo is tall."],
+    ]
+    passages = [{"id": "p2", "title": "Bo", "text": "Bo is tall."}]
+    engine = Engine(ScriptedLM(tokenizer, [in_quote, after]), tokenizer)
+    outs = engine._generate(
+        [conversation("How tall is Bo?")] * 2, lambda *a: passages, GenerationConfig(max_new_tokens=80)
+    )
+    least = [min(gap for gap, _, _ in out["doubts"]) for out in outs]
+    assert least[0] > 0.99 and least[1] < 0.5  # p - p' of the two scripts' tokens: 0.46
+    assert [final_answer(out["messages"][-1]["content"]) for out in outs] == ["short", "short"]
