@@ -108,7 +108,7 @@ class Row:
     citable: tuple = ((-1, -1), [])  # (len(passages), len(cited)) and the passages citable then
     chosen: int = 0  # tokens the model chose so far (forced ones not counted): the index of its next choice
     doubts: list[tuple[float, int, int]] = field(default_factory=list)  # (p1 - p2, choice index, runner-up)
-    # of each choice that was the model's own greedy pick: where a retry with retry_temperature 0 branches
+    # of each choice that was the model's own greedy pick in a first answer: where branching retries branch
     prescribed: dict[int, int] = field(default_factory=dict)  # choice index -> token taken there instead
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
@@ -218,19 +218,14 @@ class Engine:
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
         pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg.linked)] if retry else []
-        doubts = {i: sorted(out[i].pop("doubts")) for i in pending}
-        for r in out:
-            r.pop("doubts", None)
+        doubts = [sorted(r.pop("doubts")) for r in out]
         for attempt in range(1, cfg.retries + 1):
             if cfg.retry_temperature <= 0:  # branch at the attempt-th least sure choice; none left: done
                 pending = [i for i in pending if len(doubts[i]) >= attempt]
             if not pending:
                 break
             sampled = replace(
-                cfg,
-                temperature=max(cfg.retry_temperature, 0.0),
-                seed=cfg.seed + attempt,
-                linked_quotes=cfg.linked,
+                cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt, linked_quotes=cfg.linked
             )
             prescribed = None
             if cfg.retry_temperature <= 0:
@@ -244,8 +239,9 @@ class Engine:
             still = []
             for i, r in zip(pending, again, strict=True):
                 tries[i] += 1
+                del r["doubts"]
                 if _grounded(r["messages"], cfg.linked):
-                    out[i] = {k: v for k, v in r.items() if k != "doubts"}
+                    out[i] = r
                 else:
                     still.append(i)
             pending = still
@@ -260,12 +256,21 @@ class Engine:
         on_token: TokenFn | None = None,
         prescribed: list[dict[int, int]] | None = None,
     ) -> list[dict]:
-        """`prescribed`: per row, tokens taken instead of the model's choice at those choice indices."""
+        """`prescribed`: per row, tokens taken instead of the model's choice at those choice indices (a
+        branching retry). A first greedy answer that branching retries may follow records its doubts."""
+        doubting = cfg.temperature <= 0 and cfg.retries > 0 and cfg.retry_temperature <= 0 and not prescribed
         rows = []
         for n, messages in enumerate(conversations):
             ids = self.prompt(messages)
-            rows.append(Row([dict(m) for m in messages], ids, len(ids), known=asked(messages)))
-            rows[-1].prescribed = prescribed[n] if prescribed else {}
+            rows.append(
+                Row(
+                    [dict(m) for m in messages],
+                    ids,
+                    len(ids),
+                    known=asked(messages),
+                    prescribed=prescribed[n] if prescribed else {},
+                )
+            )
             for m in messages:
                 if m.get("role") == "tool":
                     rows[-1].passages.extend(passage_lines(m.get("content")))
@@ -295,7 +300,7 @@ class Engine:
             step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
             live = torch.zeros((len(batch), 1), dtype=torch.long)
             choices = self._sample(logits, cfg, generator)
-            top = logits.softmax(-1).topk(2, dim=-1)
+            top = logits.softmax(-1).topk(2, dim=-1) if doubting else None
             for j, i in enumerate(batch):
                 r = rows[i]
                 if r.done:
@@ -308,7 +313,7 @@ class Engine:
                     quoted = self._quoted(r, cfg) if cfg.quotes else None
                     token = r.prescribed.get(r.chosen, int(choices[j]))
                     # a doubt is a free greedy choice: a held quote's token is the quote's, whatever is chosen
-                    own = cfg.temperature <= 0 and r.chosen not in r.prescribed and not quoted
+                    own = doubting and not quoted
                     cannot = quoted is not None and r.citing and not self._fits(token, quoted)
                     if cannot and r.start is not None:
                         # The line began citing a passage it may not: write it again without a citation.
