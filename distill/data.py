@@ -28,8 +28,9 @@ from torch.utils.data import default_collate
 from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import chat_messages
+from cogcore.core.steps import decision, subtraction
 from cogcore.core.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS, made_up_name
-from cogcore.distill.teachers.oracle import FACT, decision, subtraction
+from cogcore.distill.teachers.oracle import FACT
 
 log = logging.getLogger(__name__)
 

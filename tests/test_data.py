@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
+from cogcore.core.steps import decision, subtraction
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS
 from cogcore.distill.attention import NAME as PACKED
@@ -25,7 +26,7 @@ from cogcore.distill.data import (
     record_drills,
     step_drills,
 )
-from cogcore.distill.teachers.oracle import FACT, decision, subtraction
+from cogcore.distill.teachers.oracle import FACT
 
 TOOLS = [SEARCH_TOOL]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
+from cogcore.core.steps import decision, subtraction
 from cogcore.core.tools import ANSWER_PREFIX, UNAVAILABLE, UNKNOWN, render_results, search_call
 from cogcore.distill.teachers import conversation, make_trace
 
@@ -55,79 +56,6 @@ NEED = {
     "founded": "the founding year of {s}",
     "founder": "the founder of {s}",
 }
-
-ORDER_MEANS = {
-    ("birth_year", "min"): "Born first means the smaller year",
-    ("birth_year", "max"): "Younger means the larger year",
-    ("population", "min"): "Smaller means the smaller count",
-    ("population", "max"): "More people means the larger count",
-    ("founded", "min"): "Founded earlier means the smaller year",
-    ("founded", "max"): "Newer means the larger year",
-}
-
-
-COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
-
-
-def subtraction(big: int, small: int) -> str:
-    """`big - small` written out column by column from the ones, borrowing by equal additions (as taught
-    on paper in much of Europe): a column whose top digit is the smaller takes ten (`6 - 9, borrow: 16 - 9
-    = 7`) and pays it back as one more on the next column's lower digit (`tens: 6 + 1 = 7, 1 - 7, borrow:
-    11 - 7 = 4`); then the digits read back from the left. Each step is a fact about the two numbers
-    written just before it (`6 + 1`, `1 - 7`, `11 - 7`), which a small student can learn: the whole
-    difference in one go is a lookup table it cannot, and a column that both owes and borrows in one
-    expression (`1 + 10 - 1 - 6`) was the step the demo student got wrong most."""
-    a, b = str(big), str(small).rjust(len(str(big)), "0")
-    steps, digits, borrow = [], [], 0
-    for column, (x, y) in enumerate(zip(reversed(a), reversed(b), strict=True)):
-        x, y = int(x), int(y)
-        parts = []
-        if borrow:
-            parts.append(f"{y} + 1 = {y + 1}")
-            y += 1
-        borrow = int(x < y)
-        digit = 10 * borrow + x - y
-        parts.append(f"{x} - {y}, borrow: 1{x} - {y} = {digit}" if borrow else f"{x} - {y} = {digit}")
-        steps.append(f"{COLUMNS[column]}: {', '.join(parts)}")
-        digits.append(digit)
-    read = " ".join(map(str, reversed(digits)))
-    return (
-        f"{big} - {small}, column by column: {'; '.join(steps)}. "
-        f"Digits from the left: {read}, so {big} - {small} = {big - small}."
-    )
-
-
-def decision(x: int, y: int, a: str, b: str, attribute: str, pick: str) -> str:
-    """Which of `a` (with the number `x`) and `b` (with `y`) a compare question on `attribute` wants (`pick`:
-    min or max), decided as on paper and written so that no step routes a copy on a bit the student
-    computed: each number's deciding digit (or digit count) is written with its name right after it
-    (`9 Brusaes Mining Company vs 1 Stiarastiax Foundry`), then the question's way round (`ORDER_MEANS`)
-    picks a digit, a fact of two digits, and the name follows that digit, so copying it keys on the digit,
-    which differs between the two. Written with a comparison sentence instead (`x is less than y, so B is
-    newer`), the students named the right one 0.44-0.56 of the time teacher-forced: they could not choose
-    which name to copy from the comparison they had written, nor copy a name whose one-token context
-    (`9 (`) both names share."""
-    p, q = str(x), str(y)
-    chooser, means = (min if pick == "min" else max), ORDER_MEANS[attribute, pick]
-    if len(p) != len(q):
-        want, winner = chooser((len(p), a), (len(q), b))
-        step = f"{x} has {len(p)} digits and {y} has {len(q)}: {len(p)} {a} vs {len(q)} {b}."
-        return f"{step} {means}, so {'fewer' if pick == 'min' else 'more'} digits: {want} {winner}."
-    i, differ = _first_difference(p, q)
-    want, winner = chooser((p[i], a), (q[i], b))
-    step = f"{differ} {p[i]} {a} vs {q[i]} {b}."
-    return f"{step} {means}, so the {'smaller' if pick == 'min' else 'larger'} digit: {want} {winner}."
-
-
-def _first_difference(p: str, q: str) -> tuple[int, str]:
-    """Where two different numbers of as many digits first differ, and the step finding it: the digit
-    pairs read from the left, each marked `same` until the first that differs (`from the left: 1 and 1
-    same, 8 and 9 differ:`), so each mark is a fact of the two digits just written. Named by its position
-    instead (`first differ at digit 2`), the demo student counted to the wrong digit in 5 of its 11 wrong
-    compares (run 72)."""
-    i = next(i for i, (u, v) in enumerate(zip(p, q, strict=True)) if u != v)
-    pairs = [f"{u} and {v} same" for u, v in zip(p[:i], q[:i], strict=True)] + [f"{p[i]} and {q[i]} differ"]
-    return i, f"Both have {len(p)} digits; from the left: {', '.join(pairs)}:"
 
 
 class Rejected(Exception):
