@@ -43,6 +43,7 @@ from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
+from cogcore.core.steps import Fault, fault
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -62,6 +63,9 @@ SearchFn = Callable[[int, str, int], list[dict]]
 TokenFn = Callable[[int, int], bool]
 
 CALL_LIMIT = "Tool call limit reached: answer with what you have."
+_ALTERNATIVES = 3  # tokens a branching retry may take at a choice, besides the model's own
+_WINDOW = 16  # choices before a fault whose doubts its retries branch at
+_UNLIKELY = 1e-3  # a token the model gives less probability than this is no branch: a retry would waste a try
 _CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
 
 
@@ -87,6 +91,11 @@ class GenerationConfig:
     # gap between the two likeliest tokens), the n-th retry at the n-th: a search over the model's own
     # doubts rather than a fresh draw, which repeats a confident slip
     linked_quotes: bool = False  # only passages linked to the question may be cited (retries with `linked`)
+    steps: bool = (
+        False  # an answer whose written steps its own quotes contradict (core.steps.fault) is retried
+    )
+    # too; with retry_temperature 0 its first retries branch at the fault: the model's next choices for the
+    # token there, then its least sure choices just before it
 
 
 @dataclass
@@ -107,11 +116,27 @@ class Row:
     cited: list[str] = field(default_factory=list)  # the passage lines cited so far (`linked_quotes`)
     citable: tuple = ((-1, -1), [])  # (len(passages), len(cited)) and the passages citable then
     chosen: int = 0  # tokens the model chose so far (forced ones not counted): the index of its next choice
-    doubts: list[tuple[float, int, int]] = field(default_factory=list)  # (p1 - p2, choice index, runner-up)
-    # of each choice that was the model's own greedy pick in a first answer: where branching retries branch
+    doubts: list[tuple] = field(default_factory=list)  # (p1 - p2, choice index, the next likeliest tokens,
+    # turn, index in the turn) of each choice that was the model's own greedy pick in a first answer: where
+    # branching retries branch
+    turns: list[list[int]] = field(default_factory=list)  # the tokens of each finished assistant turn
     prescribed: dict[int, int] = field(default_factory=dict)  # choice index -> token taken there instead
     done: bool = False
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
+
+
+@dataclass
+class _Repair:
+    """A row's branching retries: the branches still to try, each taken on top of the `kept` ones (those of
+    a retry whose steps went wrong later than its first answer's), and where the answer they follow goes
+    wrong (assistant message, character), if its steps say."""
+
+    plan: list[tuple[int, int]]
+    kept: dict[int, int]
+    mark: tuple[int, int] | None
+
+    def take(self) -> dict[int, int]:
+        return {**self.kept, **dict([self.plan.pop(0)])}
 
 
 class _GrowingLayer(DynamicLayer):
@@ -211,25 +236,30 @@ class Engine:
         With `cfg.retries`, a row whose answer its own search results do not support (or that ended
         without one) is answered again from the start: sampled at `cfg.retry_temperature`, or, at 0,
         greedily with the runner-up token taken at its first answer's n-th least sure choice on the n-th
-        retry. It keeps the first supported answer, else its first one. The test looks at nothing but the
-        row's trace (core.answers.supported), so it is the same in evals and in use. With `cfg.linked` the
-        test is linked support, and the retries may cite only passages linked to the question."""
+        retry. With `cfg.steps` an answer whose written steps its own quotes contradict (core.steps.fault)
+        is retried too, its branches taken first at the fault and just before it, and a retry that goes
+        wrong later than that is followed on from its own fault. It keeps the first answer that passes,
+        else the first supported one, else its first one. The tests look at nothing but the row's trace
+        (core.answers.supported), so they are the same in evals and in use. With `cfg.linked` support is
+        linked support, and the retries may cite only passages linked to the question."""
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
-        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg.linked)] if retry else []
-        doubts = [sorted(r.pop("doubts")) for r in out]
+        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg)] if retry else []
+        backed = {i: _supported(out[i]["messages"], cfg) for i in pending}  # the kept answer is supported
+        branching = cfg.retry_temperature <= 0
+        repairs = {i: self._repair(conversations[i], out[i], cfg, {}) for i in pending} if branching else {}
+        for r in out:
+            del r["doubts"], r["turns"]
         for attempt in range(1, cfg.retries + 1):
-            if cfg.retry_temperature <= 0:  # branch at the attempt-th least sure choice; none left: done
-                pending = [i for i in pending if len(doubts[i]) >= attempt]
+            if branching:  # each row takes the next branch of its plan; none left: done
+                pending = [i for i in pending if repairs[i].plan]
             if not pending:
                 break
             sampled = replace(
                 cfg, temperature=cfg.retry_temperature, seed=cfg.seed + attempt, linked_quotes=cfg.linked
             )
-            prescribed = None
-            if cfg.retry_temperature <= 0:
-                prescribed = [{doubts[i][attempt - 1][1]: doubts[i][attempt - 1][2]} for i in pending]
+            prescribed = [repairs[i].take() for i in pending] if branching else None
             again = self._generate(
                 [conversations[i] for i in pending],
                 lambda j, query, k, rows=pending: search(rows[j], query, k),
@@ -237,15 +267,59 @@ class Engine:
                 prescribed=prescribed,
             )
             still = []
-            for i, r in zip(pending, again, strict=True):
+            for n, (i, r) in enumerate(zip(pending, again, strict=True)):
                 tries[i] += 1
-                del r["doubts"]
-                if _grounded(r["messages"], cfg.linked):
+                if _grounded(r["messages"], cfg):
                     out[i] = r
                 else:
                     still.append(i)
+                    if not backed[i] and _supported(r["messages"], cfg):  # faulty steps, but supported
+                        out[i], backed[i] = r, True
+                    if branching:  # a retry whose steps go wrong later than its plan's: follow it from there
+                        further = self._repair(conversations[i], r, cfg, prescribed[n])
+                        if None not in (repairs[i].mark, further.mark) and further.mark > repairs[i].mark:
+                            repairs[i] = further
+                del r["doubts"], r["turns"]
             pending = still
         return [r | {"tries": n} for r, n in zip(out, tries, strict=True)]
+
+    def _repair(self, conversation: list[dict], out: dict, cfg: GenerationConfig, kept: dict) -> _Repair:
+        """The branching retries of an answer generated with the branches `kept` (with `cfg.steps`, from
+        its fault if its steps have one): new branches come after the kept ones."""
+        found = fault(out["messages"]) if cfg.steps else None
+        after = max(kept, default=-1)
+        plan = [b for b in self._branches(conversation, out, found) if b[0] > after]
+        return _Repair(plan, kept, None if found is None else (found.message, found.offset))
+
+    def _branches(self, conversation: list[dict], out: dict, found: Fault | None) -> list[tuple[int, int]]:
+        """Where an answer's branching retries branch, in order: (choice index, token taken there). Its
+        least sure choices first, unless its steps have a fault (`found`): then the runner-up at the fault's
+        token, the runners-up at the `_WINDOW` choices before it (least sure first), then the fault's token's
+        next likeliest."""
+        doubts = out["doubts"]
+        least = [(choice, others[0]) for _, choice, others, _, _ in sorted(doubts)]
+        if found is None:
+            return least
+        messages = out["messages"]
+        turn = sum(m["role"] == "assistant" for m in messages[len(conversation) : found.message])
+        if turn >= len(out["turns"]):
+            return least
+        tokens = out["turns"][turn]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        at = found.offset + len(text) - len(text.lstrip())  # the turn's content is stripped
+
+        def start(index: int) -> int:
+            return len(self.tokenizer.decode(tokens[:index], skip_special_tokens=False))
+
+        before = [d for d in doubts if d[3] == turn and start(d[4]) <= at]
+        if not before:
+            return least
+        here = max(before, key=lambda d: d[4])
+        near = sorted(d for d in before if d is not here and here[4] - d[4] <= _WINDOW)
+        first = (
+            [(here[1], here[2][0])] + [(d[1], d[2][0]) for d in near] + [(here[1], t) for t in here[2][1:]]
+        )
+        return first + [b for b in least if b not in first]
 
     @torch.no_grad()
     def _generate(
@@ -257,8 +331,8 @@ class Engine:
         prescribed: list[dict[int, int]] | None = None,
     ) -> list[dict]:
         """`prescribed`: per row, tokens taken instead of the model's choice at those choice indices (a
-        branching retry). A first greedy answer that branching retries may follow records its doubts."""
-        doubting = cfg.temperature <= 0 and cfg.retries > 0 and cfg.retry_temperature <= 0 and not prescribed
+        branching retry). A greedy answer that branching retries may follow records its doubts."""
+        doubting = cfg.temperature <= 0 and cfg.retries > 0 and cfg.retry_temperature <= 0
         rows = []
         for n, messages in enumerate(conversations):
             ids = self.prompt(messages)
@@ -300,7 +374,7 @@ class Engine:
             step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
             live = torch.zeros((len(batch), 1), dtype=torch.long)
             choices = self._sample(logits, cfg, generator)
-            top = logits.softmax(-1).topk(2, dim=-1) if doubting else None
+            top = logits.softmax(-1).topk(1 + _ALTERNATIVES, dim=-1) if doubting else None
             for j, i in enumerate(batch):
                 r = rows[i]
                 if r.done:
@@ -321,14 +395,21 @@ class Engine:
                         attention[j, attention.shape[1] - taken :] = 0
                         token, r.start = self._uncited(r.start, cfg, generator), None
                     elif quoted:
-                        token = self._quote(quoted, logits[j], cfg, generator)
+                        token = self._quote(quoted, logits[j], cfg, generator, r.prescribed.get(r.chosen))
+                        if doubting and r.citing:
+                            self._doubt_citation(r, token, quoted, logits[j])
                     elif quoted is not None:
                         r.free = True  # nothing it may cite, and the line cannot be taken back
                     if start:  # a streamed line cannot be taken back
                         r.start = logits[j].clone() if on_token is None else None
                     if own and token == int(top.indices[j, 0]):  # the model's own pick, as it is kept
                         gap = float(top.values[j, 0] - top.values[j, 1])
-                        r.doubts.append((gap, r.chosen, int(top.indices[j, 1])))
+                        alternatives = zip(
+                            top.values[j, 1:].tolist(), top.indices[j, 1:].tolist(), strict=True
+                        )
+                        others = tuple(v for p, v in alternatives if p >= _UNLIKELY)
+                        if others:
+                            r.doubts.append((gap, r.chosen, others, len(r.turns), len(r.turn)))
                     r.chosen += 1
                 step[j, 0], live[j, 0] = token, 1
                 r.cached.append(token)
@@ -374,6 +455,7 @@ class Engine:
                 "tool_calls": r.calls,
                 "stop": r.stop,
                 "doubts": r.doubts,
+                "turns": r.turns,
             }
             for r in rows
         ]
@@ -463,12 +545,18 @@ class Engine:
         masked = logits.masked_fill(self._brackets[: logits.shape[-1]], float("-inf"))
         return int(self._sample(masked[None], cfg, generator)[0])
 
-    def _quote(self, rests: list[str], logits: torch.Tensor, cfg: GenerationConfig, generator) -> int:
+    def _quote(
+        self, rests: list[str], logits: torch.Tensor, cfg: GenerationConfig, generator, prescribed: int | None
+    ) -> int:
         """The next token of a quote: the model's choice among the tokens that keep the line a prefix of a
-        passage line it is quoting (or end that line), sampled as `cfg` says."""
+        passage line it is quoting (or end that line), sampled as `cfg` says; a branching retry's
+        `prescribed` token if it keeps the line so."""
 
         def fits(v: int) -> bool:
             return self._fits(v, rests)
+
+        if prescribed is not None and fits(prescribed):
+            return prescribed
 
         order = logits.argsort(descending=True).tolist()
         if cfg.temperature <= 0:
@@ -480,9 +568,34 @@ class Engine:
         mask[allowed] = 0.0
         return int(self._sample((logits + mask)[None], cfg, generator)[0])
 
+    def _doubt_citation(self, r: Row, token: int, rests: list[str], logits: torch.Tensor) -> None:
+        """Inside a held citation's `[id]`, the model's choice between passages is its own: record it as a
+        doubt when its next likeliest tokens that still fit lead to other passages' lines (a branch to one
+        that leads to the same line would replay the same quote)."""
+        mine, p = self._lines(token, rests), logits.softmax(-1)
+        others = []
+        for v in logits.topk(min(64, logits.shape[-1])).indices.tolist():
+            if p[v] < _UNLIKELY:
+                break
+            if v != token and self._fits(v, rests) and not self._lines(v, rests) & mine:
+                others.append(v)
+                if len(others) == _ALTERNATIVES:
+                    break
+        if others:
+            r.doubts.append(
+                (float(p[token] - p[others[0]]), r.chosen, tuple(others), len(r.turns), len(r.turn))
+            )
+
+    def _lines(self, token: int, rests: list[str]) -> set[int]:
+        piece = self._piece(token)
+        return {
+            n for n, rest in enumerate(rests) if piece and (rest.startswith(piece) or piece.startswith(rest))
+        }
+
     def _end_turn(self, i: int, r: Row, search: SearchFn, cfg: GenerationConfig) -> None:
         """The row's assistant turn just ended: record it, and either run its calls or finish."""
         text = self.tokenizer.decode(r.turn[:-1], skip_special_tokens=False)
+        r.turns.append(r.turn)
         r.turn, r.line, r.free, r.citing = [], [], False, False
         content, calls = parse_turn(text)
         if not calls:
@@ -537,15 +650,22 @@ class Engine:
         if r.turn and r.turn[-1] in self.end_ids:  # stopped on the token that ends the turn
             r.turn.pop()
         if r.turn:
+            r.turns.append(r.turn)
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
 
 
-def _grounded(messages: list[dict], linked: bool) -> bool:
+def _grounded(messages: list[dict], cfg: GenerationConfig) -> bool:
+    """Whether the conversation ends with an answer that its own search results support (and, with
+    `cfg.steps`, whose written steps they do not contradict)."""
+    return _supported(messages, cfg) and (not cfg.steps or fault(messages) is None)
+
+
+def _supported(messages: list[dict], cfg: GenerationConfig) -> bool:
     """Whether the conversation ends with an answer that its own search results support."""
     answer = final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
-    return answer is not None and supported(answer, messages, linked)
+    return answer is not None and supported(answer, messages, cfg.linked)
 
 
 def _with_default_k(call: dict, k: int) -> dict:

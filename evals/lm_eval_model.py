@@ -83,6 +83,7 @@ class CogcoreLM(HFLM):
         retries: int = 0,
         retry_temperature: float = 0.0,
         linked: bool | str = False,
+        steps: bool | str = False,
         batch_size: int | str = 1,
         device: str | None = None,
         **kwargs,
@@ -108,6 +109,7 @@ class CogcoreLM(HFLM):
             retries=int(retries),
             retry_temperature=float(retry_temperature),
             linked=str(linked).lower() in ("true", "1", "yes"),
+            steps=str(steps).lower() in ("true", "1", "yes"),
         )
 
     def _suite(self, doc: dict) -> str:

@@ -185,6 +185,7 @@ def model_args(cfg: DictConfig) -> dict:
         "retries": ecfg.retries,
         "retry_temperature": ecfg.retry_temperature,
         "linked": linked(ecfg),
+        "steps": ecfg.steps,
     }
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     searches = {SEARCH[s] for s in ecfg.suites} | ({ecfg.lm_eval.search} if ecfg.lm_eval.tasks else set())

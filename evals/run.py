@@ -55,6 +55,7 @@ def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
         retries=ecfg.retries,
         retry_temperature=ecfg.retry_temperature,
         linked=linked(ecfg),
+        steps=ecfg.steps,
     )
     params = sum(p.numel() for p in model.parameters())
     return cls(

@@ -325,6 +325,60 @@ def test_a_held_quote_is_no_branch_point(tokenizer):
         lambda *a: passages,
         GenerationConfig(max_new_tokens=80, retries=1, retry_temperature=0.0),
     )
-    least = [min(gap for gap, _, _ in out["doubts"]) for out in outs]
-    assert least[0] > 0.99 and least[1] < 0.5  # p - p' of the two scripts' tokens: 0.46
+    least = [min((d[0] for d in out["doubts"]), default=1.0) for out in outs]
+    assert least[0] == 1.0 and least[1] < 0.5  # p - p' of the two scripts' tokens: 0.46
     assert [final_answer(out["messages"][-1]["content"]) for out in outs] == ["short", "short"]
+
+
+FOUNDED = [
+    {"id": "w0-ana-founded", "title": "Ana Works", "text": "Ana Works was founded in 1905."},
+    {"id": "w0-bo-founded", "title": "Bo Mills", "text": "Bo Mills was founded in 1920."},
+]
+
+
+RIGHT = (
+    "1920 - 1905, column by column: ones: 0 - 5, borrow: 10 - 5 = 5; tens: 0 + 1 = 1, 2 - 1 = 1; hundreds: "
+    "9 - 9 = 0; thousands: 1 - 1 = 0. Digits from the left: 0 0 1 5, so 1920 - 1905 = 15.\nAnswer: 15"
+)
+TENS = RIGHT.replace("2 - 1 = 1", "2 - 1 = 2")  # the tens column wrong
+BOTH = TENS.replace("10 - 5 = 5", "10 - 5 = 4")  # and the ones column
+
+
+def subtracting(tokenizer, finals: list[str], steps: bool, retries: int) -> tuple[str, int]:
+    """A model that quotes two founding years and subtracts them, its last turn's steps and answer as
+    `finals` say, in order of preference: the final text of the answer kept, and its tries."""
+    from cogcore.core.tools import render_results
+
+    ana, bo = (f"{render_results([p])} So {p['text'][:-1]}." for p in FOUNDED)
+    search = f'{CALL}{{"query": "founding years", "k": 2}}{END_CALL}'
+    script = [f"I need both founding years.{search}", f"{ana}{search}", [f"{bo} {f}" for f in finals]]
+    engine = Engine(BatchScriptedLM(tokenizer, [[script]] * (retries + 1)), tokenizer)
+    cfg = GenerationConfig(max_new_tokens=1000, retries=retries, retry_temperature=0.0, steps=steps)
+    question = conversation("How many years apart were they founded?")
+    out = engine.generate([question], lambda *a: FOUNDED, cfg)[0]
+    return out["messages"][-1]["content"][len(bo) + 1 :], out["tries"]
+
+
+def test_the_steps_as_written_are_right():
+    from cogcore.core.steps import subtraction
+
+    assert RIGHT == f"{subtraction(1920, 1905)}\nAnswer: 15"
+
+
+def test_a_retry_branches_at_the_step_that_went_wrong_and_goes_on_from_the_next(tokenizer):
+    """Steps wrong in the ones and the tens column, preferred to a sentence before them (`Then`), to the
+    tens wrong alone, to all right; every answer is supported (15 is 1920 - 1905), so only the steps check
+    retries. The first answer's least sure choices tie (the scripts' first and second preference), and the
+    earliest is `Then`, a branch that cannot mend the steps: the retry branches at the fault instead, where
+    the runner-up mends the ones column but not the tens. That retry goes wrong later than the first answer
+    did, so the next branches from its own fault, keeping the mended ones column: the third try is right."""
+    finals = [BOTH, f"Then {RIGHT}", TENS, RIGHT]
+    assert subtracting(tokenizer, finals, steps=False, retries=2) == (BOTH, 1)  # supported: kept as it is
+    assert subtracting(tokenizer, finals, steps=True, retries=1) == (BOTH, 2)  # no try passed: the first kept
+    assert subtracting(tokenizer, finals, steps=True, retries=2) == (RIGHT, 3)
+
+
+def test_a_supported_answer_with_wrong_steps_is_kept_over_an_unsupported_one(tokenizer):
+    unsupported = BOTH.replace("Answer: 15", "Answer: 14")  # 14 is no sum or difference of 1905 and 1920
+    assert subtracting(tokenizer, [unsupported, TENS], steps=True, retries=1) == (TENS, 2)
+    assert subtracting(tokenizer, [unsupported, TENS], steps=True, retries=0) == (unsupported, 1)
