@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus of the retries' sampling")
     parser.add_argument("--linked", type=int, help="1: retries check linked citations (default: eval.linked)")
+    parser.add_argument(
+        "--steps", type=int, help="1: faulty written steps are retried too (default: eval.steps)"
+    )
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
@@ -57,6 +60,7 @@ def main() -> None:
         retry_temperature=temperature,
         top_p=args.top_p,
         linked=linked(ecfg) if args.linked is None else bool(args.linked),
+        steps=ecfg.steps if args.steps is None else bool(args.steps),
     )
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
