@@ -43,7 +43,7 @@ from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
-from cogcore.core.steps import Fault, fault
+from cogcore.core.steps import fault
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -65,6 +65,7 @@ TokenFn = Callable[[int, int], bool]
 CALL_LIMIT = "Tool call limit reached: answer with what you have."
 _ALTERNATIVES = 3  # tokens a branching retry may take at a choice, besides the model's own
 _WINDOW = 16  # choices before a fault whose doubts its retries branch at
+_LOOP = re.compile(r"(.{2,20}?)\1{3,}", re.DOTALL)  # a piece of text written four times in a row
 _UNLIKELY = 1e-3  # a token the model gives less probability than this is no branch: a retry would waste a try
 _CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
 
@@ -128,8 +129,8 @@ class Row:
 @dataclass
 class _Repair:
     """A row's branching retries: the branches still to try, each taken on top of the `kept` ones (those of
-    a retry whose steps went wrong later than its first answer's), and where the answer they follow goes
-    wrong (assistant message, character), if its steps say."""
+    a retry that went wrong later than the answer it branched from), and where the answer they follow
+    went wrong (`Engine._wrong`: assistant turn, character), if that shows."""
 
     plan: list[tuple[int, int]]
     kept: dict[int, int]
@@ -285,28 +286,40 @@ class Engine:
 
     def _repair(self, conversation: list[dict], out: dict, cfg: GenerationConfig, kept: dict) -> _Repair:
         """The branching retries of an answer generated with the branches `kept` (with `cfg.steps`, from
-        its fault if its steps have one): new branches come after the kept ones."""
-        found = fault(out["messages"]) if cfg.steps else None
+        where it went wrong if that shows): new branches come after the kept ones."""
+        wrong = self._wrong(conversation, out) if cfg.steps else None
         after = max(kept, default=-1)
-        plan = [b for b in self._branches(conversation, out, found) if b[0] > after]
-        return _Repair(plan, kept, None if found is None else (found.message, found.offset))
+        plan = [b for b in self._branches(out, wrong) if b[0] > after]
+        return _Repair(plan, kept, wrong)
 
-    def _branches(self, conversation: list[dict], out: dict, found: Fault | None) -> list[tuple[int, int]]:
+    def _wrong(self, conversation: list[dict], out: dict) -> tuple[int, int] | None:
+        """Where an answer first went wrong, as (its assistant turn, character of that turn's decoded
+        tokens): its steps' fault (core.steps.fault), or, in an answer cut off at `max_new_tokens`, where
+        its last turn begins to repeat itself (a query copied into a loop, `SofokSofokSofok...`)."""
+        found = fault(out["messages"])
+        if found is not None:
+            turn = sum(m["role"] == "assistant" for m in out["messages"][len(conversation) : found.message])
+            if turn >= len(out["turns"]):
+                return None
+            text = self.tokenizer.decode(out["turns"][turn], skip_special_tokens=False)
+            return turn, found.offset + len(text) - len(text.lstrip())  # the turn's content is stripped
+        if out["stop"] == "max_new_tokens" and out["turns"]:
+            loop = _LOOP.search(self.tokenizer.decode(out["turns"][-1], skip_special_tokens=False))
+            if loop is not None:  # wrong where the repeating began: at the first repeat
+                return len(out["turns"]) - 1, loop.start() + len(loop.group(1))
+        return None
+
+    def _branches(self, out: dict, wrong: tuple[int, int] | None) -> list[tuple[int, int]]:
         """Where an answer's branching retries branch, in order: (choice index, token taken there). Its
-        least sure choices first, unless its steps have a fault (`found`): then the runner-up at the fault's
-        token, the runners-up at the `_WINDOW` choices before it (least sure first), then the fault's token's
+        least sure choices first, unless it is known where it went `wrong`: then the runner-up at that
+        token, the runners-up at the `_WINDOW` choices before it (least sure first), then that token's
         next likeliest."""
         doubts = out["doubts"]
         least = [(choice, others[0]) for _, choice, others, _, _ in sorted(doubts)]
-        if found is None:
+        if wrong is None:
             return least
-        messages = out["messages"]
-        turn = sum(m["role"] == "assistant" for m in messages[len(conversation) : found.message])
-        if turn >= len(out["turns"]):
-            return least
+        turn, at = wrong
         tokens = out["turns"][turn]
-        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        at = found.offset + len(text) - len(text.lstrip())  # the turn's content is stripped
 
         def start(index: int) -> int:
             return len(self.tokenizer.decode(tokens[:index], skip_special_tokens=False))

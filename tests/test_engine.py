@@ -382,3 +382,26 @@ def test_a_supported_answer_with_wrong_steps_is_kept_over_an_unsupported_one(tok
     unsupported = BOTH.replace("Answer: 15", "Answer: 14")  # 14 is no sum or difference of 1905 and 1920
     assert subtracting(tokenizer, [unsupported, TENS], steps=True, retries=1) == (TENS, 2)
     assert subtracting(tokenizer, [unsupported, TENS], steps=True, retries=0) == (unsupported, 1)
+
+
+def test_an_answer_cut_off_in_a_loop_is_retried_from_where_the_loop_began(tokenizer):
+    """A query copied into a loop (`SofokSofok...`) until `max_new_tokens` is wrong where it began to
+    repeat: with `steps`, the retry branches at the choice just before that (`st`, not `fok`, after `So`),
+    not at the answer's earliest equally unsure choice (`this` for `it`, which loops the same way)."""
+    loop = "Sofok" * 200
+    first = [
+        f'I need it.{CALL}{{"query": "{loop}"}}{END_CALL}',
+        f'I need this.{CALL}{{"query": "{loop}"}}{END_CALL}',
+        f'I need it.{CALL}{{"query": "Sostaepiar country"}}{END_CALL}',
+    ]
+    script = [first, "The search found nothing.\nAnswer: unknown"]
+
+    def answer(steps):
+        engine = Engine(BatchScriptedLM(tokenizer, [[script]] * 2), tokenizer)
+        cfg = GenerationConfig(max_new_tokens=150, retries=1, retry_temperature=0.0, steps=steps)
+        out = engine.generate([conversation("Which country is Sostaepiar in?")], lambda *a: [], cfg)[0]
+        calls = out["messages"][2].get("tool_calls") or [{"function": {"arguments": "null"}}]
+        return out["stop"], out["tries"], json.loads(calls[0]["function"]["arguments"])
+
+    assert answer(steps=True) == ("answer", 2, {"query": "Sostaepiar country"})
+    assert answer(steps=False) == ("max_new_tokens", 2, None)
