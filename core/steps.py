@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from cogcore.core.answers import split_passage
 from cogcore.core.tools import ANSWER_PREFIX, final_answer, passage_lines
 
 ORDER_MEANS = {
@@ -127,7 +128,7 @@ def fault(messages: list[dict]) -> Fault | None:
     for m in messages:
         if m.get("role") == "tool":
             for line in passage_lines(m.get("content")):
-                returned.setdefault(line[1 : line.index("]")], line)
+                returned.setdefault(split_passage(line)[0], line)
     quotes: list[_Quote] = []
     for n, m in enumerate(messages):
         if m.get("role") != "assistant":
@@ -147,8 +148,7 @@ def fault(messages: list[dict]) -> Fault | None:
 def _restatement(n: int, content: str, start: int, line: str) -> _Quote | Fault:
     """The quote of `line` at `start` and the restatement after it: each number and each name the
     restatement writes must be in the line."""
-    pid, _, rest = line[1:].partition("] ")
-    title, _, text = rest.partition(": ")
+    pid, title, text = split_passage(line)
     end = start + len(line)
     said = _RESTATED.match(content, end)
     if said is None:
