@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,7 @@ from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
-from cogcore.core.steps import fault
+from cogcore.core.steps import Fault, fault
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -246,10 +247,15 @@ class Engine:
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
-        pending = [i for i, r in enumerate(out) if not _grounded(r["messages"], cfg)] if retry else []
-        backed = {i: _supported(out[i]["messages"], cfg) for i in pending}  # the kept answer is supported
+        verdicts = [_verdict(r["messages"], cfg) for r in out] if retry else []
+        pending = [i for i, (held, found) in enumerate(verdicts) if not held or found is not None]
+        backed = {i: verdicts[i][0] for i in pending}  # whether the answer kept so far is supported
         branching = cfg.retry_temperature <= 0
-        repairs = {i: self._repair(conversations[i], out[i], cfg, {}) for i in pending} if branching else {}
+        repairs = (
+            {i: self._repair(conversations[i], out[i], cfg, verdicts[i][1], {}) for i in pending}
+            if branching
+            else {}
+        )
         for r in out:
             del r["doubts"], r["turns"]
         for attempt in range(1, cfg.retries + 1):
@@ -270,33 +276,36 @@ class Engine:
             still = []
             for n, (i, r) in enumerate(zip(pending, again, strict=True)):
                 tries[i] += 1
-                if _grounded(r["messages"], cfg):
+                held, found = _verdict(r["messages"], cfg)
+                if held and found is None:
                     out[i] = r
                 else:
                     still.append(i)
-                    if not backed[i] and _supported(r["messages"], cfg):  # faulty steps, but supported
+                    if held and not backed[i]:  # faulty steps, but supported
                         out[i], backed[i] = r, True
                     if branching:  # a retry whose steps go wrong later than its plan's: follow it from there
-                        further = self._repair(conversations[i], r, cfg, prescribed[n])
+                        further = self._repair(conversations[i], r, cfg, found, prescribed[n])
                         if None not in (repairs[i].mark, further.mark) and further.mark > repairs[i].mark:
                             repairs[i] = further
                 del r["doubts"], r["turns"]
             pending = still
         return [r | {"tries": n} for r, n in zip(out, tries, strict=True)]
 
-    def _repair(self, conversation: list[dict], out: dict, cfg: GenerationConfig, kept: dict) -> _Repair:
+    def _repair(
+        self, conversation: list[dict], out: dict, cfg: GenerationConfig, found: Fault | None, kept: dict
+    ) -> _Repair:
         """The branching retries of an answer generated with the branches `kept` (with `cfg.steps`, from
-        where it went wrong if that shows): new branches come after the kept ones."""
-        wrong = self._wrong(conversation, out) if cfg.steps else None
+        where it went wrong if that shows: its steps' fault `found`, or a loop): new branches come after
+        the kept ones."""
+        wrong = self._wrong(conversation, out, found) if cfg.steps else None
         after = max(kept, default=-1)
         plan = [b for b in self._branches(out, wrong) if b[0] > after]
         return _Repair(plan, kept, wrong)
 
-    def _wrong(self, conversation: list[dict], out: dict) -> tuple[int, int] | None:
+    def _wrong(self, conversation: list[dict], out: dict, found: Fault | None) -> tuple[int, int] | None:
         """Where an answer first went wrong, as (its assistant turn, character of that turn's decoded
-        tokens): its steps' fault (core.steps.fault), or, in an answer cut off at `max_new_tokens`, where
-        its last turn begins to repeat itself (a query copied into a loop, `SofokSofokSofok...`)."""
-        found = fault(out["messages"])
+        tokens): its steps' fault `found` (core.steps.fault), or, in an answer cut off at `max_new_tokens`,
+        where its last turn begins to repeat itself (a query copied into a loop, `SofokSofokSofok...`)."""
         if found is not None:
             turn = sum(m["role"] == "assistant" for m in out["messages"][len(conversation) : found.message])
             if turn >= len(out["turns"]):
@@ -324,7 +333,8 @@ class Engine:
         def start(index: int) -> int:
             return len(self.tokenizer.decode(tokens[:index], skip_special_tokens=False))
 
-        before = [d for d in doubts if d[3] == turn and start(d[4]) <= at]
+        last = bisect_right(range(len(tokens) + 1), at, key=start) - 1  # the last token starting by `at`
+        before = [d for d in doubts if d[3] == turn and d[4] <= last]
         if not before:
             return least
         here = max(before, key=lambda d: d[4])
@@ -387,7 +397,8 @@ class Engine:
             step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
             live = torch.zeros((len(batch), 1), dtype=torch.long)
             choices = self._sample(logits, cfg, generator)
-            top = logits.softmax(-1).topk(1 + _ALTERNATIVES, dim=-1) if doubting else None
+            probs = logits.softmax(-1) if doubting else None
+            top = probs.topk(1 + _ALTERNATIVES, dim=-1) if doubting else None
             for j, i in enumerate(batch):
                 r = rows[i]
                 if r.done:
@@ -410,7 +421,7 @@ class Engine:
                     elif quoted:
                         token = self._quote(quoted, logits[j], cfg, generator, r.prescribed.get(r.chosen))
                         if doubting and r.citing:
-                            self._doubt_citation(r, token, quoted, logits[j])
+                            self._doubt_citation(r, token, quoted, probs[j])
                     elif quoted is not None:
                         r.free = True  # nothing it may cite, and the line cannot be taken back
                     if start:  # a streamed line cannot be taken back
@@ -581,13 +592,13 @@ class Engine:
         mask[allowed] = 0.0
         return int(self._sample((logits + mask)[None], cfg, generator)[0])
 
-    def _doubt_citation(self, r: Row, token: int, rests: list[str], logits: torch.Tensor) -> None:
+    def _doubt_citation(self, r: Row, token: int, rests: list[str], p: torch.Tensor) -> None:
         """Inside a held citation's `[id]`, the model's choice between passages is its own: record it as a
         doubt when its next likeliest tokens that still fit lead to other passages' lines (a branch to one
-        that leads to the same line would replay the same quote)."""
-        mine, p = self._lines(token, rests), logits.softmax(-1)
+        that leads to the same line would replay the same quote). `p`: the step's probabilities."""
+        mine = self._lines(token, rests)
         others = []
-        for v in logits.topk(min(64, logits.shape[-1])).indices.tolist():
+        for v in p.topk(min(64, p.shape[-1])).indices.tolist():
             if p[v] < _UNLIKELY:
                 break
             if v != token and self._fits(v, rests) and not self._lines(v, rests) & mine:
@@ -669,16 +680,12 @@ class Engine:
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
 
 
-def _grounded(messages: list[dict], cfg: GenerationConfig) -> bool:
-    """Whether the conversation ends with an answer that its own search results support (and, with
-    `cfg.steps`, whose written steps they do not contradict)."""
-    return _supported(messages, cfg) and (not cfg.steps or fault(messages) is None)
-
-
-def _supported(messages: list[dict], cfg: GenerationConfig) -> bool:
-    """Whether the conversation ends with an answer that its own search results support."""
+def _verdict(messages: list[dict], cfg: GenerationConfig) -> tuple[bool, Fault | None]:
+    """Whether the conversation ends with an answer that its own search results support, and, with
+    `cfg.steps`, where its written steps first contradict them (core.steps.fault). It passes with both."""
     answer = final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
-    return answer is not None and supported(answer, messages, cfg.linked)
+    held = answer is not None and supported(answer, messages, cfg.linked)
+    return held, fault(messages) if cfg.steps else None
 
 
 def _with_default_k(call: dict, k: int) -> dict:

@@ -67,6 +67,11 @@ def truncate(text: str, until: list[str] | str | None) -> str:
     return text
 
 
+def _flag(value: bool | str) -> bool:
+    """A boolean model arg: lm-eval passes `linked=true` on its command line as the string."""
+    return str(value).lower() in ("true", "1", "yes")
+
+
 @register_model("cogcore")
 class CogcoreLM(HFLM):
     def __init__(
@@ -108,8 +113,8 @@ class CogcoreLM(HFLM):
             quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval casts only true/false, 0/1
             retries=int(retries),
             retry_temperature=float(retry_temperature),
-            linked=str(linked).lower() in ("true", "1", "yes"),
-            steps=str(steps).lower() in ("true", "1", "yes"),
+            linked=_flag(linked),
+            steps=_flag(steps),
         )
 
     def _suite(self, doc: dict) -> str:
