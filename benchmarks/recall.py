@@ -15,7 +15,7 @@ import time
 from hydra import compose, initialize_config_module
 
 from cogcore.core.io import read_jsonl
-from cogcore.core.world import world
+from cogcore.core.worlds.world import world
 from cogcore.retrieval.index import index
 from cogcore.retrieval.retriever import Retriever
 

@@ -1,4 +1,4 @@
-"""What the steps check (core.steps.fault) says of an eval's answers: per question type, how many are
+"""What the steps check (core.worlds.steps.fault) says of an eval's answers: per question type, how many are
 wrong, how many of those it finds a fault in (and which), and any right answer it faults.
 
     .venv/bin/python benchmarks/step_faults.py runs/demo/evals/samples/student/T.jsonl [--list]
@@ -12,7 +12,7 @@ import argparse
 from collections import Counter
 
 from cogcore.core.io import read_jsonl
-from cogcore.core.steps import fault
+from cogcore.core.worlds.steps import fault
 
 
 def main() -> None:

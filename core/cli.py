@@ -12,7 +12,7 @@ import sys
 
 # job -> (module, function, one line for `cogcore --help`)
 JOBS = {
-    "world": ("cogcore.core.world", "world", "generate synthetic worlds: corpus and questions"),
+    "world": ("cogcore.core.worlds.world", "world", "generate synthetic worlds: corpus and questions"),
     "index": ("cogcore.retrieval.index", "index", "build the dense + BM25 index of a world or a folder"),
     "traces": ("cogcore.distill.traces", "traces", "write teacher traces for the questions"),
     "distill": ("cogcore.distill.train", "distill", "train the student on the traces (accelerate)"),

@@ -44,7 +44,6 @@ from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
-from cogcore.core.steps import Fault, fault
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -56,6 +55,7 @@ from cogcore.core.tools import (
     passage_lines,
     render_results,
 )
+from cogcore.core.worlds.steps import Fault, fault
 
 # search(row, query, k) -> ranked passages; the row index lets each row search its own collection.
 SearchFn = Callable[[int, str, int], list[dict]]
@@ -94,7 +94,7 @@ class GenerationConfig:
     # doubts rather than a fresh draw, which repeats a confident slip
     linked_quotes: bool = False  # only passages linked to the question may be cited (retries with `linked`)
     steps: bool = (
-        False  # an answer whose written steps its own quotes contradict (core.steps.fault) is retried
+        False  # an answer whose written steps its own quotes contradict (core.worlds.steps.fault) is retried
     )
     # too; with retry_temperature 0 its first retries branch at the fault: the model's next choices for the
     # token there, then its least sure choices just before it
@@ -238,12 +238,13 @@ class Engine:
         With `cfg.retries`, a row whose answer its own search results do not support (or that ended
         without one) is answered again from the start: sampled at `cfg.retry_temperature`, or, at 0,
         greedily with the runner-up token taken at its first answer's n-th least sure choice on the n-th
-        retry. With `cfg.steps` an answer whose written steps its own quotes contradict (core.steps.fault)
-        is retried too, its branches taken first at the fault and just before it, and a retry that goes
-        wrong later than that is followed on from its own fault. It keeps the first answer that passes,
-        else the first supported one, else its first one. The tests look at nothing but the row's trace
-        (core.answers.supported), so they are the same in evals and in use. With `cfg.linked` support is
-        linked support, and the retries may cite only passages linked to the question."""
+        retry. With `cfg.steps` an answer whose written steps its own quotes contradict
+        (core.worlds.steps.fault) is retried too, its branches taken first at the fault and just
+        before it, and a retry that goes wrong later than that is followed on from its own fault. It
+        keeps the first answer that passes, else the first supported one, else its first one. The
+        tests look at nothing but the row's trace (core.answers.supported), so they are the same in
+        evals and in use. With `cfg.linked` support is linked support, and the retries may cite only
+        passages linked to the question."""
         out = self._generate(conversations, search, cfg, on_token)
         tries = [1] * len(out)
         retry = on_token is None and cfg.run_tools  # a streamed answer has been shown already
@@ -304,8 +305,9 @@ class Engine:
 
     def _wrong(self, conversation: list[dict], out: dict, found: Fault | None) -> tuple[int, int] | None:
         """Where an answer first went wrong, as (its assistant turn, character of that turn's decoded
-        tokens): its steps' fault `found` (core.steps.fault), or, in an answer cut off at `max_new_tokens`,
-        where its last turn begins to repeat itself (a query copied into a loop, `SofokSofokSofok...`)."""
+        tokens): its steps' fault `found` (core.worlds.steps.fault), or, in an answer cut off at
+        `max_new_tokens`, where its last turn begins to repeat itself (a query copied into a loop,
+        `SofokSofokSofok...`)."""
         if found is not None:
             turn = sum(m["role"] == "assistant" for m in out["messages"][len(conversation) : found.message])
             if turn >= len(out["turns"]):
@@ -682,7 +684,8 @@ class Engine:
 
 def _verdict(messages: list[dict], cfg: GenerationConfig) -> tuple[bool, Fault | None]:
     """Whether the conversation ends with an answer that its own search results support, and, with
-    `cfg.steps`, where its written steps first contradict them (core.steps.fault). It passes with both."""
+    `cfg.steps`, where its written steps first contradict them (core.worlds.steps.fault). It passes with
+    both."""
     answer = final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
     held = answer is not None and supported(answer, messages, cfg.linked)
     return held, fault(messages) if cfg.steps else None

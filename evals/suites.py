@@ -19,7 +19,7 @@ import json
 import time
 
 from cogcore.core.tools import SearchUnavailable
-from cogcore.core.world import LOOKUP_QUESTIONS
+from cogcore.core.worlds.world import LOOKUP_QUESTIONS
 from cogcore.evals.scoring import CORRECT, score, summarize
 
 SUITES = ("K", "R", "T")

@@ -23,7 +23,7 @@ SMALL_WORLD = ("world=tiny", "world.train_worlds=8", "world.heldout_worlds=2")
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
     """world -> index -> traces on the small world, built once per session; tests must not modify it."""
-    from cogcore.core.world import world
+    from cogcore.core.worlds.world import world
     from cogcore.distill.traces import traces
     from cogcore.retrieval.index import index
 

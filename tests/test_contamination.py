@@ -2,7 +2,7 @@ import pytest
 from conftest import make_cfg
 
 from cogcore.core.tools import SYSTEM_PROMPT, render_results, search_call
-from cogcore.core.world import generate
+from cogcore.core.worlds.world import generate
 from cogcore.evals.contamination import (
     DEFAULT_N,
     ContaminationError,

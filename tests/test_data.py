@@ -8,9 +8,11 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from cogcore.core.chat import ASSISTANT, CHAT_TEMPLATE, END, SYSTEM, TOOL, USER
-from cogcore.core.steps import decision, subtraction
 from cogcore.core.tools import SEARCH_TOOL
-from cogcore.core.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS
+from cogcore.core.worlds.drills import step_drills
+from cogcore.core.worlds.steps import decision, subtraction
+from cogcore.core.worlds.templates import FACT
+from cogcore.core.worlds.world import ARITHMETIC_QUESTIONS, COMPARE_QUESTIONS
 from cogcore.distill.attention import NAME as PACKED
 from cogcore.distill.attention import trace_bounds
 from cogcore.distill.data import (
@@ -24,9 +26,7 @@ from cogcore.distill.data import (
     pack_drills,
     pack_traces,
     record_drills,
-    step_drills,
 )
-from cogcore.distill.teachers.oracle import FACT
 
 TOOLS = [SEARCH_TOOL]
 

@@ -360,7 +360,7 @@ def subtracting(tokenizer, finals: list[str], steps: bool, retries: int) -> tupl
 
 
 def test_the_steps_as_written_are_right():
-    from cogcore.core.steps import subtraction
+    from cogcore.core.worlds.steps import subtraction
 
     assert RIGHT == f"{subtraction(1920, 1905)}\nAnswer: 15"
 

@@ -1,4 +1,4 @@
-"""core/steps.py: the written-out steps of a trace, and the check that finds where an answer's steps go
+"""core/worlds/steps.py: the written-out steps of a trace, and the check that finds where an answer's steps go
 wrong against its own quotes."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cogcore.core.steps import ORDER_MEANS, decision, fault, subtraction
 from cogcore.core.tools import render_results, search_call
 from cogcore.core.trace import read_traces
+from cogcore.core.worlds.steps import ORDER_MEANS, decision, fault, subtraction
 
 ANA = {"id": "w0-ana-founded", "title": "Ana Works", "text": "Ana Works was founded in 1905."}
 BO = {"id": "w0-bo-founded", "title": "Bo Mills", "text": "Bo Mills was founded in 1920."}

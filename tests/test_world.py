@@ -4,7 +4,7 @@ from collections import defaultdict
 from conftest import SMALL_WORLD, make_cfg
 
 from cogcore.core.io import read_jsonl
-from cogcore.core.world import PASSAGES, QUESTION_TYPES, generate, world_ids
+from cogcore.core.worlds.world import PASSAGES, QUESTION_TYPES, generate, world_ids
 
 
 def world_cfg(*overrides):
@@ -118,7 +118,7 @@ def test_several_phrasings_per_relation():
 
 
 def test_world_job_writes_the_artifact(tmp_path):
-    from cogcore.core.world import world
+    from cogcore.core.worlds.world import world
 
     out = world(make_cfg("world", tmp_path, *SMALL_WORLD))
     assert (out / "manifest.json").exists()
