@@ -44,6 +44,7 @@ from transformers.cache_utils import DynamicLayer
 
 from cogcore.core.answers import asked, links, normalize_answer, split_passage, supported
 from cogcore.core.chat import CALL, END_CALL, chat_messages
+from cogcore.core.generation import GenerationConfig
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -69,35 +70,6 @@ _WINDOW = 16  # choices before a fault whose doubts its retries branch at
 _LOOP = re.compile(r"(.{2,20}?)\1{3,}", re.DOTALL)  # a piece of text written four times in a row
 _UNLIKELY = 1e-3  # a token the model gives less probability than this is no branch: a retry would waste a try
 _CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
-
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 1024  # per row, sampled and forced together
-    max_tool_calls: int = 6  # per answer
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # 0: no top-k filter
-    top_p: float = 1.0
-    seed: int = 0
-    k: int = 3  # passages per search when the model's call names no k
-    run_tools: bool = True  # False: a turn with calls ends the row (stop="tool_calls"), for a caller
-    # that runs the calls itself (an OpenAI client with its own tools)
-    quotes: bool = True  # a line begun with `[` cites a returned passage: its id is held to the ids searches
-    # returned and its text to that passage's line; one that began an id no search returned is taken back
-    linked: bool = False  # answers are checked for retries against the cited passages that link to the
-    # question (core.answers.linked_citations), and retries may cite only such passages
-    retries: int = 0  # answers not grounded in the row's own search results are drawn again, up to this
-    # many times, as retry_temperature says (core.answers.supported; streaming rows are not retried)
-    retry_temperature: float = 0.0  # > 0: each retry is drawn from the start at this temperature. 0: each
-    # is greedy but takes the runner-up token at one of the first answer's least sure choices (the smallest
-    # gap between the two likeliest tokens), the n-th retry at the n-th: a search over the model's own
-    # doubts rather than a fresh draw, which repeats a confident slip
-    linked_quotes: bool = False  # only passages linked to the question may be cited (retries with `linked`)
-    steps: bool = (
-        False  # an answer whose written steps its own quotes contradict (core.worlds.steps.fault) is retried
-    )
-    # too; with retry_temperature 0 its first retries branch at the fault: the model's next choices for the
-    # token there, then its least sure choices just before it
 
 
 @dataclass
