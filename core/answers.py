@@ -5,14 +5,8 @@ judge an answer the same way; evals/scoring.py builds the grades and scores on i
 Support, the one definition of a grounded answer: the answer is the fact a trace asserts. It is supported
 when one passage the trace retrieved holds it (after SQuAD normalisation), or, for a number, when it is
 the sum or difference of two numbers the retrieved passages hold (an arithmetic answer is computed, not
-quoted). `unknown` asserts nothing. Trace filtering keeps only supported traces; the engine retries an
-answer that is not (`GenerationConfig.retries`). Neither looks at a gold answer.
-
-Linked support (`supported(..., linked=True)`, the engine's `GenerationConfig.linked`) is stricter, for
-corpora whose passages are titled by the entity they are about (the synthetic worlds): only the passages
-the trace cites count, and each must link to the question, its title named in the question or in a
-passage cited before it. A quote of another person's line (`Pae Tobras`'s spouse for `Vex Tobras`) is
-then no support.
+quoted). `unknown` asserts nothing. Trace filtering keeps only supported traces; generation retries an
+answer that is not (`grounded`, a verifier of core.retries). Neither looks at a gold answer.
 """
 
 from __future__ import annotations
@@ -24,7 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations
 
-from cogcore.core.tools import UNKNOWN, passage_lines
+from cogcore.core.retries import Verdict
+from cogcore.core.tools import UNKNOWN, final_answer, passage_lines
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -86,20 +81,14 @@ def retrieved_passages(messages: list[dict]) -> list[str]:
     ]
 
 
-def supported(answer: str, messages: list[dict], linked: bool = False) -> bool:
+def supported(answer: str, messages: list[dict], passages: list[str] | None = None) -> bool:
     """Whether a passage the trace retrieved holds `answer`, or two retrieved numbers give it (see the module
-    docstring). With `linked`, only the passages the trace cites count, and every one of them must link
-    to the question (`linked_citations`): a fact about someone the question does not lead to is no
-    support."""
+    docstring). `passages`: the passage texts that count instead (default: every one the trace
+    retrieved)."""
     target = normalize_answer(answer)
     if target == UNKNOWN:
         return True
-    if linked:
-        passages = linked_citations(messages)
-        if passages is None:
-            return False
-    else:
-        passages = retrieved_passages(messages)
+    passages = retrieved_passages(messages) if passages is None else passages
     if any(f" {target} " in f" {normalize_answer(p)} " for p in passages):
         return True
     value = _number(answer)
@@ -109,7 +98,16 @@ def supported(answer: str, messages: list[dict], linked: bool = False) -> bool:
     return any(value in (a + b, abs(a - b)) for a, b in combinations(numbers, 2))
 
 
-_CITATION = re.compile(r"^\[([^\]]+)\]")
+def final(messages: list[dict]) -> str | None:
+    """The answer the conversation ends with: its last turn's `Answer:` line, if that turn is the
+    assistant's."""
+    return final_answer(messages[-1].get("content")) if messages[-1]["role"] == "assistant" else None
+
+
+def grounded(messages: list[dict]) -> Verdict:
+    """A verifier (core.retries): the conversation ends with an answer its own search results support."""
+    answer = final(messages)
+    return Verdict(answer is not None and supported(answer, messages))
 
 
 def split_passage(line: str) -> tuple[str, str, str]:
@@ -117,47 +115,3 @@ def split_passage(line: str) -> tuple[str, str, str]:
     pid, _, rest = line[1:].partition("] ")
     title, _, text = rest.partition(": ")
     return pid, title, text
-
-
-def asked(messages: list[dict]) -> str:
-    """The normalised text of a conversation's user turns: what linked citations start from."""
-    return normalize_answer(" ".join(m.get("content") or "" for m in messages if m.get("role") == "user"))
-
-
-def links(title: str, known: str) -> bool:
-    """Whether a passage titled `title` links to what is known so far (`known`: normalised text of the
-    question and of the passages linked before it): its title is named there."""
-    name = normalize_answer(title)
-    return bool(name) and f" {name} " in f" {known} "
-
-
-def linked_citations(messages: list[dict]) -> list[str] | None:
-    """The texts of the passages the trace cites (a line of an assistant turn beginning with a returned
-    passage's `[id]`), if each of them links to the question: its title is named in the question or in
-    a cited passage linked before it (a compose trace's second passage is about the entity its first
-    names). None when one does not link, say a line about another person of the same last name quoted
-    for the question's own."""
-    returned: dict[str, tuple[str, str]] = {}
-    for m in messages:
-        if m["role"] == "tool":
-            for line in passage_lines(m["content"]):
-                pid, title, text = split_passage(html.unescape(line))
-                returned.setdefault(pid, (title, text))
-    cited: list[tuple[str, str]] = []
-    for m in messages:
-        for line in (m.get("content") or "").splitlines() if m["role"] == "assistant" else []:
-            match = _CITATION.match(line)
-            if match and match.group(1) in returned and returned[match.group(1)] not in cited:
-                cited.append(returned[match.group(1)])
-    known = asked(messages)
-    linked: list[str] = []
-    pending = cited
-    while pending:
-        now = [(title, text) for title, text in pending if links(title, known)]
-        if not now:
-            return None
-        for _, text in now:
-            linked.append(text)
-            known += " " + normalize_answer(text)
-        pending = [c for c in pending if c not in now]
-    return linked

@@ -12,10 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from cogcore.core.answers import grounded
+from cogcore.core.constraints import Citable
 from cogcore.core.io import DataError
+from cogcore.core.retries import answer
+from cogcore.core.worlds.linked import LinkedCitable, linked_grounded
+from cogcore.core.worlds.steps import steps_verdict
 
 if TYPE_CHECKING:
-    from cogcore.core.engine import Engine, SearchFn, TokenFn
+    from cogcore.core.engine import CitableFn, Engine, SearchFn, TokenFn
+    from cogcore.core.retries import Verifier
 
 
 @dataclass
@@ -71,6 +77,21 @@ def generation_config(node: Mapping | None, key: str = "generation", auto_linked
     return GenerationConfig(**values)
 
 
+def verifiers(cfg: GenerationConfig) -> list[Verifier]:
+    """What an answer must pass not to be retried: support by its own search results (only by the cited
+    passages linked to the question, with `linked`), and with `steps` written steps its quotes do not
+    contradict. Support comes first: of two failed answers, a supported one is kept."""
+    return [linked_grounded if cfg.linked else grounded] + ([steps_verdict] if cfg.steps else [])
+
+
+def citable(cfg: GenerationConfig) -> CitableFn | None:
+    """What a row may quote when generated with `cfg`: nothing held without `quotes`; with
+    `linked_quotes` only the passages linked to the question; else every passage its searches returned."""
+    if not cfg.quotes:
+        return None
+    return LinkedCitable if cfg.linked_quotes else (lambda messages: Citable())
+
+
 def generate(
     engine: Engine,
     conversations: list[list[dict]],
@@ -79,5 +100,7 @@ def generate(
     on_token: TokenFn | None = None,
 ) -> list[dict]:
     """Answer each conversation with the engine's tool loop and, with `cfg.retries`, retry the answers
-    that fail the verifiers `cfg` asks for (core.retries). Per row: the engine's output plus "tries"."""
-    return engine.generate(conversations, search, cfg, on_token)
+    that fail the verifiers `cfg` asks for (core.retries; with `steps`, a retry branches where the answer
+    went wrong). Per row: the engine's output plus "tries"."""
+    checks = verifiers(cfg)
+    return answer(engine, conversations, search, cfg, checks, citable, locate=cfg.steps, on_token=on_token)

@@ -10,7 +10,8 @@ import torch
 from tiny_chat import batch_rows, tiny_llama
 
 from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL
-from cogcore.core.engine import CALL_LIMIT, Engine, GenerationConfig, parse_turn
+from cogcore.core.engine import CALL_LIMIT, Engine, parse_turn
+from cogcore.core.generation import GenerationConfig, citable, generate
 from cogcore.core.tools import SYSTEM_PROMPT, final_answer
 from cogcore.core.trace import trace_errors
 from cogcore.distill.tokenizer import train_tokenizer
@@ -47,7 +48,7 @@ def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
         written[row] += 1
         return written[row] > 4 * row
 
-    outs = engine.generate(
+    outs = generate(engine, 
         [conversation(q) for q in questions], search, GenerationConfig(max_new_tokens=40), stop_early
     )
     assert [len(out["sampled"]) for out in outs] == [min(4 * i + 1, 40) for i in range(len(questions))]
@@ -131,7 +132,7 @@ def test_tool_loop(tokenizer):
         ][:k]
 
     cfg = GenerationConfig(max_new_tokens=3000, max_tool_calls=3, k=3)
-    outs = engine.generate(
+    outs = generate(engine, 
         [conversation(q) for q in ["Where was Ana born?", "Q1", "Q2", "What is 2 + 2?"]], search, cfg
     )
 
@@ -186,7 +187,7 @@ def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer
     def first_lines(quotes):
         model = ScriptedLM(tokenizer, [[call, slip] for slip in slips.values()])
         cfg = GenerationConfig(max_new_tokens=120, temperature=temperature, quotes=quotes)
-        outs = Engine(model, tokenizer).generate(
+        outs = generate(Engine(model, tokenizer), 
             [conversation("How tall is Bo?")] * len(slips), lambda *a: passages, cfg
         )
         assert all(out["messages"][3]["role"] == "tool" for out in outs)
@@ -221,7 +222,7 @@ def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(token
         model = ScriptedLM(tokenizer, [[call, turn] for turn in turns.values()])
         cfg = GenerationConfig(max_new_tokens=200, temperature=temperature, linked_quotes=linked)
         question = conversation("Where is the employer of Bo?")
-        outs = Engine(model, tokenizer).generate([question] * len(turns), lambda *a: passages, cfg, on_token)
+        outs = generate(Engine(model, tokenizer), [question] * len(turns), lambda *a: passages, cfg, on_token)
         return dict(zip(turns, (out["messages"][4]["content"] for out in outs), strict=True))
 
     free = answers(linked=False)
@@ -245,7 +246,7 @@ def test_parse_turn():
 def test_sampling_is_seeded(tokenizer):
     engine = Engine(tiny_llama(tokenizer), tokenizer)
     cfg = GenerationConfig(max_new_tokens=15, temperature=1.0, top_k=20, top_p=0.9, seed=3)
-    run = lambda c: engine.generate([conversation("Ana?")] * 2, lambda *a: [], c)[0]["tokens"]  # noqa: E731
+    run = lambda c: generate(engine, [conversation("Ana?")] * 2, lambda *a: [], c)[0]["tokens"]  # noqa: E731
     assert run(cfg) == run(cfg)
     assert run(cfg) != run(GenerationConfig(max_new_tokens=15, temperature=1.0, seed=4))
 
@@ -280,12 +281,36 @@ def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):
     def answers(retries):
         engine = Engine(BatchScriptedLM(tokenizer, batches), tokenizer)
         cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.7)
-        outs = engine.generate([conversation("How tall is Bo?")] * 3, search, cfg)
+        outs = generate(engine, [conversation("How tall is Bo?")] * 3, search, cfg)
         return [(final_answer(o["messages"][-1]["content"]), o["tries"]) for o in outs]
 
     assert answers(retries=2) == [("tall", 1), ("tall", 2), ("short", 3)]
     assert searched == [0, 1, 2, 1, 2, 2]
     assert answers(retries=0) == [("tall", 1), ("short", 1), ("short", 1)]
+
+
+def test_retries_judge_by_the_verifiers_the_caller_passes(tokenizer):
+    """The engine judges no answer: core.retries draws again exactly the rows a caller's verifier fails,
+    and keeps the first answer that passes every verifier, else the first that passes the first."""
+    from cogcore.core.retries import Verdict, answer
+
+    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    tall, short = [call, "Bo is tall.\nAnswer: tall"], [call, "Bo is short.\nAnswer: short"]
+
+    def says(word):  # a verifier: the final answer is `word`
+        return lambda messages: Verdict(final_answer(messages[-1]["content"]) == word)
+
+    def answers(verifiers, retries=2):
+        engine = Engine(BatchScriptedLM(tokenizer, [[tall, short], [short, tall], [tall, short]]), tokenizer)
+        cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.7)
+        outs = answer(engine, [conversation("How tall is Bo?")] * 2, lambda *a: [], cfg, verifiers, citable)
+        return [(final_answer(o["messages"][-1]["content"]), o["tries"]) for o in outs]
+
+    assert answers([says("short")]) == [("short", 2), ("short", 1)]
+    assert answers([says("tall")]) == [("tall", 1), ("tall", 3)]
+    assert answers([says("tall"), says("short")]) == [("tall", 3), ("tall", 3)]  # none passes both
+    assert answers([says("tall")], retries=0) == [("tall", 1), ("short", 1)]
+    assert answers([]) == [("tall", 1), ("short", 1)]  # nothing to fail: no retries
 
 
 def test_greedy_retries_branch_at_the_least_sure_choice(tokenizer):
@@ -300,7 +325,7 @@ def test_greedy_retries_branch_at_the_least_sure_choice(tokenizer):
     def answer(retries):
         engine = Engine(BatchScriptedLM(tokenizer, [[doubting]] * (retries + 1)), tokenizer)
         cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.0)
-        out = engine.generate([conversation("How tall is Bo?")], search, cfg)[0]
+        out = generate(engine, [conversation("How tall is Bo?")], search, cfg)[0]
         assert "doubts" not in out
         return final_answer(out["messages"][-1]["content"]), out["tries"], out["messages"][-1]["content"]
 
@@ -320,12 +345,11 @@ def test_a_held_quote_is_no_branch_point(tokenizer):
     ]
     passages = [{"id": "p2", "title": "Bo", "text": "Bo is tall."}]
     engine = Engine(ScriptedLM(tokenizer, [in_quote, after]), tokenizer)
-    outs = engine._generate(
-        [conversation("How tall is Bo?")] * 2,
-        lambda *a: passages,
-        GenerationConfig(max_new_tokens=80, retries=1, retry_temperature=0.0),
+    cfg = GenerationConfig(max_new_tokens=80)
+    outs = engine.generate(
+        [conversation("How tall is Bo?")] * 2, lambda *a: passages, cfg, citable=citable(cfg), doubts=True
     )
-    least = [min((d[0] for d in out["doubts"]), default=1.0) for out in outs]
+    least = [min((d.gap for d in out["doubts"]), default=1.0) for out in outs]
     assert least[0] == 1.0 and least[1] < 0.5  # p - p' of the two scripts' tokens: 0.46
     assert [final_answer(out["messages"][-1]["content"]) for out in outs] == ["short", "short"]
 
@@ -355,7 +379,7 @@ def subtracting(tokenizer, finals: list[str], steps: bool, retries: int) -> tupl
     engine = Engine(BatchScriptedLM(tokenizer, [[script]] * (retries + 1)), tokenizer)
     cfg = GenerationConfig(max_new_tokens=1000, retries=retries, retry_temperature=0.0, steps=steps)
     question = conversation("How many years apart were they founded?")
-    out = engine.generate([question], lambda *a: FOUNDED, cfg)[0]
+    out = generate(engine, [question], lambda *a: FOUNDED, cfg)[0]
     return out["messages"][-1]["content"][len(bo) + 1 :], out["tries"]
 
 
@@ -399,7 +423,7 @@ def test_an_answer_cut_off_in_a_loop_is_retried_from_where_the_loop_began(tokeni
     def answer(steps):
         engine = Engine(BatchScriptedLM(tokenizer, [[script]] * 2), tokenizer)
         cfg = GenerationConfig(max_new_tokens=150, retries=1, retry_temperature=0.0, steps=steps)
-        out = engine.generate([conversation("Which country is Sostaepiar in?")], lambda *a: [], cfg)[0]
+        out = generate(engine, [conversation("Which country is Sostaepiar in?")], lambda *a: [], cfg)[0]
         calls = out["messages"][2].get("tool_calls") or [{"function": {"arguments": "null"}}]
         return out["stop"], out["tries"], json.loads(calls[0]["function"]["arguments"])
 

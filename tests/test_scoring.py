@@ -228,8 +228,9 @@ SPOUSES = [
 def test_linked_support_counts_only_citations_that_link_to_the_question(
     question, reasoning, answer, plain, linked
 ):
-    from cogcore.core.answers import supported
+    from cogcore.core.answers import grounded
+    from cogcore.core.worlds.linked import linked_grounded
 
     messages = _trace(question, SPOUSES, reasoning)
-    assert supported(answer, messages) is plain
-    assert supported(answer, messages, linked=True) is linked
+    assert grounded(messages).passed is plain
+    assert linked_grounded(messages).passed is linked

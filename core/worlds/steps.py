@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from cogcore.core.answers import split_passage
+from cogcore.core.retries import Fault, Verdict
 from cogcore.core.tools import ANSWER_PREFIX, final_answer, passage_lines
 
 ORDER_MEANS = {
@@ -95,16 +96,6 @@ def _first_difference(p: str, q: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class Fault:
-    """Where an answer's written steps first go wrong: the assistant turn (its index in the conversation)
-    and the character of its content."""
-
-    message: int
-    offset: int
-    why: str
-
-
-@dataclass(frozen=True)
 class _Quote:
     message: int
     start: int
@@ -143,6 +134,13 @@ def fault(messages: list[dict]) -> Fault | None:
                 return found
             quotes.append(found)
     return _conclusion(messages, quotes)
+
+
+def steps_verdict(messages: list[dict]) -> Verdict:
+    """A verifier (core.retries): the answer's written steps agree with its quotes; else where they first
+    do not."""
+    found = fault(messages)
+    return Verdict(found is None, found)
 
 
 def _restatement(n: int, content: str, start: int, line: str) -> _Quote | Fault:

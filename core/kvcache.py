@@ -1,0 +1,50 @@
+"""A KV cache for the tool loop: transformers' DynamicCache whose full-attention layers grow in place."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class _GrowingLayer(DynamicLayer):
+    """A DynamicLayer that appends in place, into spare capacity that doubles when it runs out, instead of
+    copying the whole cache with `torch.cat` at every step (79% of a 64-row generation step on CPU before;
+    BENCHMARKS.md, "The engine"). `keys`/`values` are views of the filled part, so attention sees exactly
+    what a DynamicLayer would hold."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._buffers = None
+        n = self.get_seq_length()
+        m = n + key_states.shape[-2]
+        if self._buffers is None or m > self._buffers[0].shape[-2]:
+            capacity = max(m, 2 * n, 64)
+            grown = []
+            for old, new in ((self.keys, key_states), (self.values, value_states)):
+                buffer = new.new_empty((*new.shape[:-2], capacity, new.shape[-1]))
+                if n:
+                    buffer[..., :n, :] = old
+                grown.append(buffer)
+            self._buffers = grown
+        keys, values = self._buffers
+        keys[..., n:m, :] = key_states
+        values[..., n:m, :] = value_states
+        self.keys, self.values = keys[..., :m, :], values[..., :m, :]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if m := self.get_seq_length():
+            self._buffers = [b[indices, ...] for b in self._buffers]
+            self.keys, self.values = (b[..., :m, :] for b in self._buffers)
+
+
+def growing_cache(model) -> DynamicCache:
+    """The model's DynamicCache, its full-attention layers growing in place (sliding-window and other layer
+    kinds a checkpoint's config asks for are kept as transformers builds them)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    if cache.layer_class_to_replicate is DynamicLayer:
+        cache.layer_class_to_replicate = _GrowingLayer
+    return cache
