@@ -48,8 +48,8 @@ def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
         written[row] += 1
         return written[row] > 4 * row
 
-    outs = generate(engine, 
-        [conversation(q) for q in questions], search, GenerationConfig(max_new_tokens=40), stop_early
+    outs = generate(
+        engine, [conversation(q) for q in questions], search, GenerationConfig(max_new_tokens=40), stop_early
     )
     assert [len(out["sampled"]) for out in outs] == [min(4 * i + 1, 40) for i in range(len(questions))]
     for out in outs:
@@ -132,8 +132,8 @@ def test_tool_loop(tokenizer):
         ][:k]
 
     cfg = GenerationConfig(max_new_tokens=3000, max_tool_calls=3, k=3)
-    outs = generate(engine, 
-        [conversation(q) for q in ["Where was Ana born?", "Q1", "Q2", "What is 2 + 2?"]], search, cfg
+    outs = generate(
+        engine, [conversation(q) for q in ["Where was Ana born?", "Q1", "Q2", "What is 2 + 2?"]], search, cfg
     )
 
     found, malformed, looping, plain = outs
@@ -187,8 +187,8 @@ def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer
     def first_lines(quotes):
         model = ScriptedLM(tokenizer, [[call, slip] for slip in slips.values()])
         cfg = GenerationConfig(max_new_tokens=120, temperature=temperature, quotes=quotes)
-        outs = generate(Engine(model, tokenizer), 
-            [conversation("How tall is Bo?")] * len(slips), lambda *a: passages, cfg
+        outs = generate(
+            Engine(model, tokenizer), [conversation("How tall is Bo?")] * len(slips), lambda *a: passages, cfg
         )
         assert all(out["messages"][3]["role"] == "tool" for out in outs)
         return dict(zip(slips, (out["messages"][4]["content"].splitlines()[0] for out in outs), strict=True))

@@ -1,5 +1,5 @@
 """Drills of the synthetic worlds' written-out steps, mixed into the trace rows by the trainer
-(`distill.step_drills`; distill/data.py mixes them in beside the copy drills)."""
+(`distill.step_drills`; distill/packing.py mixes them in with the traces)."""
 
 from __future__ import annotations
 
