@@ -2,7 +2,7 @@
 
 A compare or arithmetic trace ends with steps that a small student can take one at a time: a subtraction
 column by column (`subtraction`) or a comparison digit by digit (`decision`). The oracle teacher writes
-them, the step drills train them (core/worlds/drills.py), and `fault` checks them in any answer: recomputed from
+them, the step drills train them (drills.py), and `fault` checks them in any answer: recomputed from
 the facts the answer itself quoted and restated, the first character where its written steps go another
 way is where it went wrong. The check also holds each restatement (`So <fact>.`) to the line it follows:
 every number and name it writes is one of the line's, each no more often than the line's text writes it.
