@@ -41,8 +41,8 @@ from cogcore.core.io import DataError, atomic_write_json, read_json, read_jsonl
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.trace import read_traces
 from cogcore.distill.attention import use_packed_attention
-from cogcore.distill.data import PackedRows, pack_drills, pack_traces
 from cogcore.distill.losses import distill_loss
+from cogcore.distill.packing import PackedRows, pack_drills, pack_traces
 from cogcore.distill.student import build_student, count_parameters, load_tokenizer
 from cogcore.distill.topk import TopkTeacher
 
@@ -336,21 +336,8 @@ def distill(cfg: DictConfig) -> Path:
     traces = list(read_traces(traces_path))
     train_traces, val_traces = split_traces(traces, dcfg.heldout_share, dcfg.seed)
     drills = dcfg.copy_drills
-    drill_len = (drills.min_len, drills.max_len)
-    rows = pack_traces(
-        tokenizer,
-        train_traces,
-        TOOLS,
-        dcfg.seq_len,
-        dcfg.seed,
-        drills=drills.share,
-        drill_len=drill_len,
-        min_alphabet=drills.min_alphabet,
-        records=drills.records,
-        matches=drills.matches,
-        steps=dcfg.step_drills,
-    )
-    val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
+    rows = pack_traces(tokenizer, train_traces, TOOLS, dcfg)
+    val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg, drills=False) if val_traces else None
 
     world = accelerator.num_processes
     if dcfg.global_batch % (dcfg.micro_batch * world):
@@ -376,8 +363,7 @@ def distill(cfg: DictConfig) -> Path:
             raise DataError(
                 f"distill.copy_drills.rows={drills.rows} must be a multiple of the {world} process(es)"
             )
-        n_rows = drills.warmup_steps * drills.rows
-        drill_rows = pack_drills(tokenizer, n_rows, drills.row_len, drill_len, dcfg.seed)
+        drill_rows = pack_drills(tokenizer, dcfg)
         phases.insert(0, Phase("copy", drill_rows, drills.rows, drills.rows // world, drills.warmup_steps))
     total_steps = sum(p.steps for p in phases)
 

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.io import DataError, read_json, read_jsonl
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import encode_trace, pack_traces
 from cogcore.distill.losses import distill_loss
+from cogcore.distill.packing import encode_trace, pack_traces
 from cogcore.distill.teachers.hf import save_topk
 from cogcore.distill.topk import TopkTeacher
 from cogcore.distill.train import TOOLS, cpu_has_bf16, distill, ema_update, split_traces
@@ -201,8 +201,9 @@ def test_distillation_from_topk_shards_on_disk(small_run, tmp_path):
     )
 
     # The trainer's rows (the from-scratch student trains the same BPE tokenizer on the same traces).
+    dcfg = make_cfg("distill", run, *MICRO).distill
     train_traces, _ = split_traces(list(read_traces(run / "traces" / "traces.jsonl")), 0.02, 0)
-    rows = pack_traces(tokenizer, train_traces, TOOLS, 768, 0, drills=0.1, drill_len=(8, 24))
+    rows = pack_traces(tokenizer, train_traces, TOOLS, dcfg)
     topk = TopkTeacher(run / "traces" / "topk", train_traces, rows)
     part = [0, 1]
     batch = {
