@@ -22,6 +22,7 @@ safetensors, config, tokenizer with chat template), `manifest.json` (written las
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -172,21 +173,20 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, state: di
 
 
 class Metrics:
-    """metrics.jsonl (and TensorBoard when installed), written by the main process only. On resume the
-    records after the checkpoint's step are cut, so no step is ever logged twice."""
+    """metrics.jsonl, and with `tensorboard` TensorBoard events beside it in tensorboard/, written by the
+    main process only. On resume the records after the checkpoint's step are cut, so no step is ever
+    logged twice."""
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
+    def __init__(self, path: Path, resume_step: int, enabled: bool, tensorboard: bool):
         self.path, self.enabled, self.writer = path, enabled, None
         if not enabled:
             return
         kept = [r for r in read_jsonl(path) if r["step"] <= resume_step] if path.exists() else []
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        try:
+        if tensorboard:  # `validate` has checked that the package is installed
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(path.parent / "tensorboard"))
-        except ImportError:
-            pass
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -291,11 +291,11 @@ def _batch(rows: PackedRows, indices: list[int], device) -> dict[str, torch.Tens
 
 
 def settings_of(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the student and every training setting."""
-    return {
-        "student": OmegaConf.to_container(cfg.student, resolve=True),
-        "distill": OmegaConf.to_container(cfg.distill, resolve=True),
-    }
+    """What must match for a checkpoint to be resumed: the student and every training setting but
+    `distill.tensorboard`, which changes no weight (so a run started before the key existed resumes)."""
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    del distill["tensorboard"]
+    return {"student": OmegaConf.to_container(cfg.student, resolve=True), "distill": distill}
 
 
 def validate(cfg: DictConfig, accelerator: Accelerator) -> None:
@@ -330,6 +330,11 @@ def validate(cfg: DictConfig, accelerator: Accelerator) -> None:
             raise DataError(f"distill.ema={dcfg.ema}: use a decay in (0, 1), e.g. 0.999, or null for none")
         if accelerator.distributed_type == DistributedType.FSDP:
             raise DataError("distill.ema averages whole weights, which FSDP shards: set distill.ema=null")
+    if dcfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise DataError(
+            "distill.tensorboard=true, but the tensorboard package is not installed: `pip install "
+            "tensorboard`, or set distill.tensorboard=false"
+        )
 
 
 def distill(cfg: DictConfig) -> Path:
@@ -360,7 +365,7 @@ def distill(cfg: DictConfig) -> Path:
     trainer = build_trainer(cfg, tokenizer, accelerator, sum(p.steps for p in phases))
     settings = settings_of(cfg)
     step = _resume_point(ckpt_dir, settings, accelerator)
-    metrics = Metrics(out / "metrics.jsonl", step, accelerator.is_main_process)
+    metrics = Metrics(out / "metrics.jsonl", step, accelerator.is_main_process, dcfg.tensorboard)
     if accelerator.is_main_process:
         print(describe(trainer, phases, dcfg, step))
     train(trainer, phases, step, heldout, metrics, dcfg, ckpt_dir, settings)
