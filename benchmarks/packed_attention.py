@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.trace import read_traces
 from cogcore.distill.attention import use_packed_attention
-from cogcore.distill.data import pack_traces
+from cogcore.distill.packing import pack_traces
 from cogcore.distill.student import build_student
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -77,19 +77,9 @@ def packed_rows(run_dir: Path, dcfg, limit: int | None = None, every_drill: bool
     the config's copy drills, and with `every_drill` its record and step drills too."""
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
     traces = list(read_traces(run_dir / "traces" / "traces.jsonl"))[:limit]
-    drills = dcfg.copy_drills
-    extra = {"records": drills.records, "steps": dcfg.step_drills} if every_drill else {}
-    rows = pack_traces(
-        tokenizer,
-        traces,
-        [SEARCH_TOOL],
-        dcfg.seq_len,
-        dcfg.seed,
-        drills.share,
-        (drills.min_len, drills.max_len),
-        **extra,
-    )
-    return tokenizer, rows
+    if not every_drill:
+        dcfg = OmegaConf.merge(dcfg, {"step_drills": 0.0, "copy_drills": {"records": 0.0}})
+    return tokenizer, pack_traces(tokenizer, traces, [SEARCH_TOOL], dcfg)
 
 
 def main() -> None:

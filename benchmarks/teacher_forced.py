@@ -8,12 +8,12 @@ its whole `Answer:` line, given the correct trace so far (no generation, no retr
 
 Where the answer line fails while the tokens before it succeed, the student cannot copy the object out
 of the tool result (BENCHMARKS.md). `copy_top1` probes that skill alone: the share of tokens predicted
-right in the second half of random token runs shown twice (`distill.data.copy_drills`, unseen seed);
+right in the second half of random token runs shown twice (`distill.drills.copy_drills`, unseen seed);
 a student without induction heads scores about 0. `copy_top1_alphabet_A` does the same on runs drawn
 from A tokens, which repeat within a run: one token of context no longer says where to copy from.
 `header_exact` is the share of arithmetic traces whose subtraction header (`77965 - 47314`, the two facts
 copied, the larger first) the student predicts whole. `record_top1` is the same on record drills
-(`distill.data.record_drills`: one of a few lines that share spans, repeated), and `record_top1_ambiguous`
+(`distill.drills.record_drills`: one of a few lines that share spans, repeated), and `record_top1_ambiguous`
 only on the tokens that follow a token the lines share, where the student must know which line it is
 copying.
 """
@@ -32,7 +32,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.tools import ANSWER_PREFIX, SEARCH_TOOL
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import copy_drills, drill_vocab, encode_trace, record_drills, record_marks
+from cogcore.distill.drills import copy_drills, drill_vocab, record_drills, record_marks
+from cogcore.distill.packing import encode_trace
 
 
 def drill_top1(model, drills: list[tuple[list[int], list[int]]], ambiguous: bool = False) -> float:

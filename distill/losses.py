@@ -20,16 +20,17 @@ Conventions shared by every function here:
                 JSD itself is 0 at both ends, so beta = 0 and beta = 1 are taken to mean those limits:
                 exactly forward KL and reverse KL (as in GKD and TRL), not their beta-scaled versions.
 
-Top-k teacher (`topk_kd`): each position keeps the teacher's K most likely ids and their log-probs under
-the full vocabulary (not renormalised). The divergence is taken between two distributions over K + 1
-outcomes: the K ids and one "rest" bucket holding everything else, for teacher and student alike. This is
-the exact divergence between the two coarsened distributions, so it is 0 only when the student matches
-the teacher on each kept id and on the leftover mass, and at temperature 1 it never exceeds the
-full-vocabulary divergence (data processing inequality). The student's rest comes exactly from its own
-logits; the teacher's is 1 - sum(top-k), floored at the float resolution `eps`, because a peaked teacher's
-top-k can sum to 1.0 in float and a 0 there would make reverse KL infinite. A temperature softens the
-K + 1 buckets (the teacher's distribution inside its rest is unknown). With K == V there is no rest
-bucket and the result equals `token_kd` at any temperature.
+Top-k teacher (a `teacher_topk` pair, for `token_kd` and `distill_loss`): each position keeps the
+teacher's K most likely ids and their log-probs under the full vocabulary (not renormalised). The
+divergence is taken between two distributions over K + 1 outcomes: the K ids and one "rest" bucket holding
+everything else, for teacher and student alike. This is the exact divergence between the two coarsened
+distributions, so it is 0 only when the student matches the teacher on each kept id and on the leftover
+mass, and at temperature 1 it never exceeds the full-vocabulary divergence (data processing inequality).
+The student's rest comes exactly from its own logits; the teacher's is 1 - sum(top-k), floored at the
+float resolution `eps`, because a peaked teacher's top-k can sum to 1.0 in float and a 0 there would make
+reverse KL infinite. A temperature softens the K + 1 buckets (the teacher's distribution inside its rest
+is unknown). With K == V there is no rest bucket and the result equals that of the full logits at any
+temperature.
 
 Top-k shard format (`save_topk_shard` / `load_topk_shard`): one safetensors file per batch holding
     topk_ids       int64   [B, T, K]  teacher ids, most likely first (from `teacher_topk`)
@@ -170,34 +171,28 @@ def _topk_kd(student_logp1, ids, teacher_logp, kind, beta, temperature) -> torch
 
 def token_kd(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     mask: torch.Tensor,
     kind: str = "forward_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Token-level distillation against full teacher logits [B, T, V]: T^2 * the mean over masked-in
-    positions of the divergence `kind` between teacher and student softened by `temperature`."""
-    _check_kd_args(kind, beta, temperature)
+    """Token-level distillation alone: T^2 * the mean over masked-in positions of the divergence `kind`
+    between teacher and student softened by `temperature`. `teacher` is its full logits [B, T, V], or its
+    top-k ids and log-probs (topk_ids, topk_logprobs) [B, T, K] (see `teacher_topk`), whose divergence is
+    taken over the K ids plus one rest bucket, as the module docstring says."""
     rows = _rows(student_logits, mask)
-    teacher = _teacher_rows(teacher_logits, student_logits.shape[-1], mask)
-    return _full_kd(rows, None, teacher, kind, beta, temperature)
+    return _kd(rows, F.log_softmax(rows, dim=-1), teacher, mask, kind, beta, temperature)
 
 
-def topk_kd(
-    student_logits: torch.Tensor,
-    topk_ids: torch.Tensor,
-    topk_logprobs: torch.Tensor,
-    mask: torch.Tensor,
-    kind: str = "forward_kl",
-    beta: float = 0.5,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Token-level distillation against the teacher's top-k ids and log-probs [B, T, K] (see
-    `teacher_topk`): the divergence over the K ids plus one rest bucket, as the module docstring says."""
+def _kd(rows, student_logp, teacher, mask: torch.Tensor, kind: str, beta: float, temperature: float):
+    """The distillation term on the student's trained `rows` [N, V] and their log-softmax, against
+    `teacher` (full logits, or a top-k pair) at the positions of `mask`."""
     _check_kd_args(kind, beta, temperature)
-    student_logp = F.log_softmax(_rows(student_logits, mask), dim=-1)
-    ids, teacher_logp = _topk_rows(topk_ids, topk_logprobs, student_logits.shape[-1], mask)
+    vocab = rows.shape[-1]
+    if isinstance(teacher, torch.Tensor):
+        return _full_kd(rows, student_logp, _teacher_rows(teacher, vocab, mask), kind, beta, temperature)
+    ids, teacher_logp = _topk_rows(*teacher, vocab, mask)
     return _topk_kd(student_logp, ids, teacher_logp, kind, beta, temperature)
 
 
@@ -231,7 +226,6 @@ def distill_loss(
     ce = _nll(student_logp, labels[mask])
     if teacher_logits is None and teacher_topk is None:
         return {"loss": ce, "ce": ce}
-    _check_kd_args(kind, beta, temperature)
     if kd_mask is not None:
         if kd_mask.shape != mask.shape or bool((kd_mask & ~mask).any()):
             raise ValueError("kd_mask must have the mask's shape and mark only positions the mask trains")
@@ -242,13 +236,8 @@ def distill_loss(
             rows, student_logp = rows[keep], student_logp[keep]
     else:
         kd_mask = mask
-    vocab = student_logits.shape[-1]
-    if teacher_logits is not None:
-        teacher = _teacher_rows(teacher_logits, vocab, kd_mask)
-        kd = _full_kd(rows, student_logp, teacher, kind, beta, temperature)
-    else:
-        ids, teacher_logp = _topk_rows(*teacher_topk, vocab, kd_mask)
-        kd = _topk_kd(student_logp, ids, teacher_logp, kind, beta, temperature)
+    teacher = teacher_logits if teacher_logits is not None else teacher_topk
+    kd = _kd(rows, student_logp, teacher, kd_mask, kind, beta, temperature)
     return {"loss": alpha * kd + (1 - alpha) * ce, "ce": ce, "kd": kd}
 
 

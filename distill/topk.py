@@ -17,8 +17,8 @@ import torch
 from safetensors import safe_open
 
 from cogcore.core.io import DataError, read_jsonl
-from cogcore.distill.data import PackedRows
 from cogcore.distill.losses import SHARD_KEYS
+from cogcore.distill.packing import PackedRows
 
 
 class TopkTeacher:

@@ -22,6 +22,7 @@ safetensors, config, tokenizer with chat template), `manifest.json` (written las
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -35,14 +36,14 @@ from accelerate import Accelerator, DistributedType
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from cogcore.core.io import DataError, atomic_write_json, read_json, read_jsonl
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.trace import read_traces
 from cogcore.distill.attention import use_packed_attention
-from cogcore.distill.data import PackedRows, pack_drills, pack_traces
 from cogcore.distill.losses import distill_loss
+from cogcore.distill.packing import PackedRows, check_drills, pack_drills, pack_traces
 from cogcore.distill.student import build_student, count_parameters, load_tokenizer
 from cogcore.distill.topk import TopkTeacher
 
@@ -111,12 +112,9 @@ def attention(dcfg: DictConfig, device: torch.device) -> str:
     (the model's own implementation: transformers' block-diagonal mask for sdpa, varlen flash attention on
     GPU). auto: per_trace on CPU, where it runs the tiny student's steps 1.4-1.7x faster; model elsewhere,
     where one fused kernel per layer beats a loop of small ones."""
-    choice = dcfg.attention
-    if choice == "auto":
+    if dcfg.attention == "auto":
         return "per_trace" if device.type == "cpu" else "model"
-    if choice not in ("per_trace", "model"):
-        raise DataError(f"distill.attention={choice!r}: choose auto, per_trace or model")
-    return choice
+    return dcfg.attention
 
 
 def optimizer_for(model: torch.nn.Module, dcfg: DictConfig) -> torch.optim.Optimizer:
@@ -139,20 +137,18 @@ def scheduler_for(optimizer, dcfg: DictConfig, total_steps: int):
             num_training_steps=total_steps,
             scheduler_specific_kwargs={"min_lr_rate": dcfg.min_lr_ratio},
         )
-    if dcfg.schedule == "wsd":
-        decay = int(total_steps * dcfg.decay_ratio)
-        return get_scheduler(
-            "warmup_stable_decay",
-            optimizer,
-            num_warmup_steps=dcfg.warmup_steps,
-            num_training_steps=total_steps,
-            scheduler_specific_kwargs={
-                "num_decay_steps": decay,
-                "num_stable_steps": total_steps - dcfg.warmup_steps - decay,
-                "min_lr_ratio": dcfg.min_lr_ratio,
-            },
-        )
-    raise DataError(f"distill.schedule={dcfg.schedule!r}: choose cosine or wsd")
+    decay = int(total_steps * dcfg.decay_ratio)  # wsd, the other schedule `validate` lets through
+    return get_scheduler(
+        "warmup_stable_decay",
+        optimizer,
+        num_warmup_steps=dcfg.warmup_steps,
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs={
+            "num_decay_steps": decay,
+            "num_stable_steps": total_steps - dcfg.warmup_steps - decay,
+            "min_lr_ratio": dcfg.min_lr_ratio,
+        },
+    )
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -177,21 +173,20 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, state: di
 
 
 class Metrics:
-    """metrics.jsonl (and TensorBoard when installed), written by the main process only. On resume the
-    records after the checkpoint's step are cut, so no step is ever logged twice."""
+    """metrics.jsonl, and with `tensorboard` TensorBoard events beside it in tensorboard/, written by the
+    main process only. On resume the records after the checkpoint's step are cut, so no step is ever
+    logged twice."""
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
+    def __init__(self, path: Path, resume_step: int, enabled: bool, tensorboard: bool):
         self.path, self.enabled, self.writer = path, enabled, None
         if not enabled:
             return
         kept = [r for r in read_jsonl(path) if r["step"] <= resume_step] if path.exists() else []
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        try:
+        if tensorboard:  # `validate` has checked that the package is installed
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(path.parent / "tensorboard"))
-        except ImportError:
-            pass
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -296,22 +291,58 @@ def _batch(rows: PackedRows, indices: list[int], device) -> dict[str, torch.Tens
 
 
 def settings_of(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the student and every training setting."""
-    return {
-        "student": OmegaConf.to_container(cfg.student, resolve=True),
-        "distill": OmegaConf.to_container(cfg.distill, resolve=True),
-    }
+    """What must match for a checkpoint to be resumed: the student and every training setting but
+    `distill.tensorboard`, which changes no weight (so a run started before the key existed resumes)."""
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    del distill["tensorboard"]
+    return {"student": OmegaConf.to_container(cfg.student, resolve=True), "distill": distill}
+
+
+def validate(cfg: DictConfig, accelerator: Accelerator) -> None:
+    """The config checked against itself, the traces it trains on and the processes it runs on, before a
+    tokenizer is trained: each DataError names the key or the file and the fix."""
+    dcfg, run_dir = cfg.distill, Path(cfg.run_dir)
+    traces_path = run_dir / "traces" / "traces.jsonl"
+    if not traces_path.exists():
+        raise DataError(f"{traces_path}: no traces; run `cogcore traces run_dir={run_dir}` first")
+    if dcfg.attention not in ("auto", "per_trace", "model"):
+        raise DataError(f"distill.attention={dcfg.attention!r}: choose auto, per_trace or model")
+    if dcfg.schedule not in ("cosine", "wsd"):
+        raise DataError(f"distill.schedule={dcfg.schedule!r}: choose cosine or wsd")
+    processes = accelerator.num_processes
+    if dcfg.global_batch % (dcfg.micro_batch * processes):
+        raise DataError(
+            f"distill.global_batch={dcfg.global_batch} must be a multiple of distill.micro_batch="
+            f"{dcfg.micro_batch} times the {processes} process(es)"
+        )
+    drills = dcfg.copy_drills
+    if drills.warmup_steps and drills.rows % processes:
+        raise DataError(
+            f"distill.copy_drills.rows={drills.rows} must be a multiple of the {processes} process(es)"
+        )
+    check_drills(dcfg)
+    if dcfg.kd.topk and dcfg.kd.teacher:
+        raise DataError(
+            "distill.kd: give a teacher model (kd.teacher) or its top-k on disk (kd.topk), not both"
+        )
+    if dcfg.ema:
+        if not 0 < dcfg.ema < 1:
+            raise DataError(f"distill.ema={dcfg.ema}: use a decay in (0, 1), e.g. 0.999, or null for none")
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise DataError("distill.ema averages whole weights, which FSDP shards: set distill.ema=null")
+    if dcfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise DataError(
+            "distill.tensorboard=true, but the tensorboard package is not installed: `pip install "
+            "tensorboard`, or set distill.tensorboard=false"
+        )
 
 
 def distill(cfg: DictConfig) -> Path:
+    """Train the student into <run_dir>/student/ (the module docstring says how); the folder."""
     dcfg = cfg.distill
     run_dir = Path(cfg.run_dir)
     out = run_dir / "student"
     ckpt_dir = out / "checkpoints"
-    traces_path = run_dir / "traces" / "traces.jsonl"
-    if not traces_path.exists():
-        raise DataError(f"{traces_path}: no traces; run `cogcore traces run_dir={run_dir}` first")
-
     # One scheduler step per optimizer step, whatever the number of processes (accelerate's default
     # steps it once per process, which would run the schedule N times too fast).
     accelerator = Accelerator(
@@ -319,68 +350,96 @@ def distill(cfg: DictConfig) -> Path:
         cpu=not torch.cuda.is_available(),
         step_scheduler_with_optimizer=False,
     )
-    main = accelerator.is_main_process
+    validate(cfg, accelerator)
     torch.manual_seed(dcfg.seed)
     random.seed(dcfg.seed)
+    tokenizer = shared_tokenizer(cfg, accelerator)
 
-    # The tokenizer is trained once, by the main process, and saved beside the checkpoints so that a
-    # resumed run (and every other process) uses exactly the same ids.
-    tok_dir = ckpt_dir / "tokenizer"
-    if main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer = load_tokenizer(cfg.student, run_dir / "world" / "corpus.jsonl", traces_path, tok_dir)
-    accelerator.wait_for_everyone()
-    if not main:
-        tokenizer = load_tokenizer(cfg.student, run_dir / "world" / "corpus.jsonl", traces_path, tok_dir)
-
-    traces = list(read_traces(traces_path))
+    traces = list(read_traces(run_dir / "traces" / "traces.jsonl"))
     train_traces, val_traces = split_traces(traces, dcfg.heldout_share, dcfg.seed)
-    drills = dcfg.copy_drills
-    drill_len = (drills.min_len, drills.max_len)
-    rows = pack_traces(
-        tokenizer,
-        train_traces,
-        TOOLS,
-        dcfg.seq_len,
-        dcfg.seed,
-        drills=drills.share,
-        drill_len=drill_len,
-        min_alphabet=drills.min_alphabet,
-        records=drills.records,
-        matches=drills.matches,
-        steps=dcfg.step_drills,
-    )
-    val_rows = pack_traces(tokenizer, val_traces, TOOLS, dcfg.seq_len, dcfg.seed) if val_traces else None
+    phases = [trace_phase(dcfg, tokenizer, train_traces)]
+    if dcfg.copy_drills.warmup_steps:
+        phases.insert(0, copy_phase(dcfg, tokenizer, accelerator.num_processes))
+    heldout = pack_traces(tokenizer, val_traces, TOOLS, dcfg, drills=False) if val_traces else None
 
-    world = accelerator.num_processes
-    if dcfg.global_batch % (dcfg.micro_batch * world):
-        raise DataError(
-            f"distill.global_batch={dcfg.global_batch} must be a multiple of distill.micro_batch="
-            f"{dcfg.micro_batch} times the {world} process(es)"
-        )
+    trainer = build_trainer(cfg, tokenizer, accelerator, sum(p.steps for p in phases))
+    settings = settings_of(cfg)
+    step = _resume_point(ckpt_dir, settings, accelerator)
+    metrics = Metrics(out / "metrics.jsonl", step, accelerator.is_main_process, dcfg.tensorboard)
+    if accelerator.is_main_process:
+        print(describe(trainer, phases, dcfg, step))
+    train(trainer, phases, step, heldout, metrics, dcfg, ckpt_dir, settings)
+
+    if accelerator.is_main_process:
+        manifest = student_manifest(trainer, phases, len(val_traces), metrics.path, dcfg, settings)
+        save_student(trainer.final_weights(), tokenizer, out, manifest)
+        print(f"distill: student saved to {out}")
+    accelerator.wait_for_everyone()
+    return out
+
+
+def shared_tokenizer(cfg: DictConfig, accelerator: Accelerator) -> PreTrainedTokenizerBase:
+    """The student's tokenizer, trained once, by the main process, and saved beside the checkpoints so
+    that a resumed run (and every other process) uses exactly the same ids."""
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "student" / "checkpoints"
+    sources = (run_dir / "world" / "corpus.jsonl", run_dir / "traces" / "traces.jsonl")
+    if accelerator.is_main_process:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = load_tokenizer(cfg.student, *sources, ckpt_dir / "tokenizer")
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        tokenizer = load_tokenizer(cfg.student, *sources, ckpt_dir / "tokenizer")
+    return tokenizer
+
+
+def trace_phase(dcfg: DictConfig, tokenizer: PreTrainedTokenizerBase, traces: list[dict]) -> Phase:
+    """The traces packed with their drills, for `distill.epochs` passes (or `distill.max_steps` steps) of
+    `distill.global_batch` rows, with the teacher's top-k of `distill.kd.topk` when given."""
+    rows = pack_traces(tokenizer, traces, TOOLS, dcfg)
     if len(rows) < dcfg.global_batch:
         raise DataError(
             f"only {len(rows)} packed rows for distill.global_batch={dcfg.global_batch}; lower it"
         )
-    trace_steps = dcfg.max_steps or int(dcfg.epochs * (len(rows) // dcfg.global_batch))
-    topk = None
-    if dcfg.kd.topk:
-        if dcfg.kd.teacher:
-            raise DataError(
-                "distill.kd: give a teacher model (kd.teacher) or its top-k on disk (kd.topk), not both"
-            )
-        topk = TopkTeacher(Path(dcfg.kd.topk), train_traces, rows)
-    phases = [Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, trace_steps, topk)]
-    if drills.warmup_steps:
-        if drills.rows % world:
-            raise DataError(
-                f"distill.copy_drills.rows={drills.rows} must be a multiple of the {world} process(es)"
-            )
-        n_rows = drills.warmup_steps * drills.rows
-        drill_rows = pack_drills(tokenizer, n_rows, drills.row_len, drill_len, dcfg.seed)
-        phases.insert(0, Phase("copy", drill_rows, drills.rows, drills.rows // world, drills.warmup_steps))
-    total_steps = sum(p.steps for p in phases)
+    steps = dcfg.max_steps or int(dcfg.epochs * (len(rows) // dcfg.global_batch))
+    topk = TopkTeacher(Path(dcfg.kd.topk), traces, rows) if dcfg.kd.topk else None
+    return Phase("traces", rows, dcfg.global_batch, dcfg.micro_batch, steps, topk)
 
+
+def copy_phase(dcfg: DictConfig, tokenizer: PreTrainedTokenizerBase, processes: int) -> Phase:
+    """The copy warm-up: `copy_drills.warmup_steps` steps of `copy_drills.rows` rows of copy drills alone."""
+    drills = dcfg.copy_drills
+    return Phase(
+        "copy", pack_drills(tokenizer, dcfg), drills.rows, drills.rows // processes, drills.warmup_steps
+    )
+
+
+@dataclass
+class Trainer:
+    """What the optimizer steps move: the prepared student, its optimizer and schedule, the teacher it
+    learns from, and the weight average of `distill.ema`, which follows `plain`, the unwrapped weights."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    teacher: torch.nn.Module | None
+    ema: AveragedModel | None
+    plain: torch.nn.Module | None
+    n_params: int
+    attention: str  # per_trace or model
+
+    def final_weights(self) -> torch.nn.Module:
+        """The student to save: the weight average, or the last weights without one."""
+        return self.accelerator.unwrap_model(self.model) if self.ema is None else self.ema.module
+
+
+def build_trainer(
+    cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator, total_steps: int
+) -> Trainer:
+    """The fresh student of `cfg.student`, its optimizer and a schedule of `total_steps`, prepared by
+    `accelerator`, with the teacher and the weight average the distill config asks for."""
+    dcfg = cfg.distill
     model = build_student(cfg.student, tokenizer)
     n_params = count_parameters(model)
     attend = attention(dcfg, accelerator.device)
@@ -392,17 +451,17 @@ def distill(cfg: DictConfig) -> Path:
     scheduler = scheduler_for(optimizer, dcfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     teacher = load_teacher(dcfg, accelerator.unwrap_model(model).config.vocab_size, accelerator)
-    ema = None
+    ema = plain = None
     if dcfg.ema:  # an exponential moving average of the weights over the trace phase: the saved student
-        if not 0 < dcfg.ema < 1:
-            raise DataError(f"distill.ema={dcfg.ema}: use a decay in (0, 1), e.g. 0.999, or null for none")
-        if accelerator.distributed_type == DistributedType.FSDP:
-            raise DataError("distill.ema averages whole weights, which FSDP shards: set distill.ema=null")
         plain = accelerator.unwrap_model(model, keep_torch_compile=False)  # the weights being trained
         ema = AveragedModel(plain, multi_avg_fn=ema_update(dcfg.ema))
         accelerator.register_for_checkpointing(ema)  # saved and restored with the checkpoints
+    return Trainer(accelerator, model, optimizer, scheduler, teacher, ema, plain, n_params, attend)
 
-    settings = settings_of(cfg)
+
+def _resume_point(ckpt_dir: Path, settings: dict, accelerator: Accelerator) -> int:
+    """The step to start at: that of the last checkpoint, whose states are loaded, or 0 without one. A
+    checkpoint trained with other settings is refused."""
     step = 0
     if found := checkpoints(ckpt_dir):
         state = read_json(found[-1] / "trainer_state.json")
@@ -413,48 +472,46 @@ def distill(cfg: DictConfig) -> Path:
             )
         accelerator.load_state(str(found[-1]))
         step = state["step"]
-    metrics = Metrics(out / "metrics.jsonl", step, main)
-    if main:
-        print(
-            f"distill: {n_params / 1e6:.2f}M parameters, {len(rows)} rows of {dcfg.seq_len} tokens "
-            f"({rows.efficiency:.1%} filled, {rows.n_dropped} traces too long), {total_steps} steps, "
-            f"{attend.replace('_', '-')} attention"
-            + (f" ({drills.warmup_steps} of copy warm-up first)" if drills.warmup_steps else "")
-            + (f", resuming at step {step}" if step else "")
-        )
+    return step
 
-    model.train()
-    bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", disable=not main)
+
+def describe(trainer: Trainer, phases: list[Phase], dcfg: DictConfig, step: int) -> str:
+    """The line the job starts with: the student, its rows and its steps."""
+    rows, warmup = phases[-1].rows, dcfg.copy_drills.warmup_steps
+    return (
+        f"distill: {trainer.n_params / 1e6:.2f}M parameters, {len(rows)} rows of {dcfg.seq_len} tokens "
+        f"({rows.efficiency:.1%} filled, {rows.n_dropped} traces too long), {sum(p.steps for p in phases)} "
+        f"steps, {trainer.attention.replace('_', '-')} attention"
+        + (f" ({warmup} of copy warm-up first)" if warmup else "")
+        + (f", resuming at step {step}" if step else "")
+    )
+
+
+def train(
+    trainer: Trainer,
+    phases: list[Phase],
+    step: int,
+    heldout: PackedRows | None,
+    metrics: Metrics,
+    dcfg: DictConfig,
+    ckpt_dir: Path,
+    settings: dict,
+) -> None:
+    """The optimizer steps from `step` to the end of the last phase, each logged every `log_every` steps,
+    with the held-out loss every `eval_every` and a checkpoint every `ckpt_every` steps, and at the end."""
+    accelerator, total_steps = trainer.accelerator, sum(p.steps for p in phases)
+    trainer.model.train()
+    bar = tqdm(
+        total=total_steps, initial=step, desc="distill", unit="step", disable=not accelerator.is_main_process
+    )
     started, tokens_seen = time.perf_counter(), 0
     while step < total_steps:
         phase, index = phase_at(phases, step)
         bar.set_description(f"distill ({phase.name})", refresh=False)
         indices = batch_rows(index, len(phase.rows), phase.global_batch, dcfg.seed)
-        global_tokens = phase.rows.loss_mask[indices][:, 1:].sum().item()
-        share = phase.global_batch // world
-        mine = indices[accelerator.process_index * share : (accelerator.process_index + 1) * share]
-        loss_sum = torch.zeros((), device=accelerator.device)
-        micro = [mine[i : i + phase.micro_batch] for i in range(0, share, phase.micro_batch)]
-        for j, part in enumerate(micro):
-            batch = _batch(phase.rows, part, accelerator.device)
-            if phase.topk is not None:
-                batch |= {k: v.to(accelerator.device) for k, v in phase.topk.batch(phase.rows, part).items()}
-            sync = accelerator.no_sync(model) if j + 1 < len(micro) else contextlib.nullcontext()
-            with sync, accelerator.autocast():
-                summed, _ = step_loss(model, teacher, batch, dcfg)
-                # DDP averages gradients over processes; scaling by their number makes the result the
-                # gradient of (sum of token losses) / (trained tokens in the global batch).
-                accelerator.backward(summed * world / global_tokens)
-            loss_sum += summed.detach()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), dcfg.clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None and phase.name == "traces":  # its first update copies the weights
-            ema.update_parameters(plain)
+        loss, grad_norm = optimizer_step(trainer, phase, indices, dcfg)
         step += 1
 
-        loss = accelerator.reduce(loss_sum, reduction="sum").item() / global_tokens
         tokens_seen += int(phase.rows.input_ids[indices].numel())
         rate = tokens_seen / (time.perf_counter() - started)
         bar.update()
@@ -462,40 +519,73 @@ def distill(cfg: DictConfig) -> Path:
         record = {
             "phase": phase.name,
             "loss": loss,
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
+            "lr": trainer.scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
             "tokens_per_s": rate,
         }
-        if val_rows is not None and (step % dcfg.eval_every == 0 or step == total_steps):
-            record["heldout_loss"] = heldout_loss(model, val_rows, dcfg, accelerator)
-            if ema is not None and phase.name == "traces":
-                record["heldout_loss_ema"] = heldout_loss(ema.module, val_rows, dcfg, accelerator)
+        if heldout is not None and (step % dcfg.eval_every == 0 or step == total_steps):
+            record["heldout_loss"] = heldout_loss(trainer.model, heldout, dcfg, accelerator)
+            if trainer.ema is not None and phase.name == "traces":
+                record["heldout_loss_ema"] = heldout_loss(trainer.ema.module, heldout, dcfg, accelerator)
         if step % dcfg.log_every == 0 or "heldout_loss" in record or step == total_steps:
             metrics.log(step, record)
         if step % dcfg.ckpt_every == 0 or step == total_steps:
             save_checkpoint(accelerator, ckpt_dir, step, {"step": step, "settings": settings}, dcfg.keep_last)
     bar.close()
 
-    if main:
-        save_student(
-            accelerator.unwrap_model(model) if ema is None else ema.module,
-            tokenizer,
-            out,
-            {
-                "parameters": n_params,
-                "steps": total_steps,
-                "copy_warmup_steps": drills.warmup_steps,
-                "train_traces": rows.n_traces,
-                "copy_drills": sum(p.rows.n_drills for p in phases),
-                "heldout_traces": len(val_traces),
-                "seq_len": dcfg.seq_len,
-                "final": read_jsonl(out / "metrics.jsonl")[-1] if (out / "metrics.jsonl").exists() else {},
-                "settings": settings,
-            },
-        )
-        print(f"distill: student saved to {out}")
-    accelerator.wait_for_everyone()
-    return out
+
+def optimizer_step(
+    trainer: Trainer, phase: Phase, indices: list[int], dcfg: DictConfig
+) -> tuple[float, float]:
+    """One optimizer step on the global batch `indices` of `phase`, this process taking its contiguous
+    share in micro-batches: the batch's loss per trained token, and the gradient norm before clipping."""
+    accelerator, model = trainer.accelerator, trainer.model
+    world = accelerator.num_processes
+    global_tokens = phase.rows.loss_mask[indices][:, 1:].sum().item()
+    share = phase.global_batch // world
+    mine = indices[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+    loss_sum = torch.zeros((), device=accelerator.device)
+    micro = [mine[i : i + phase.micro_batch] for i in range(0, share, phase.micro_batch)]
+    for j, part in enumerate(micro):
+        batch = _batch(phase.rows, part, accelerator.device)
+        if phase.topk is not None:
+            batch |= {k: v.to(accelerator.device) for k, v in phase.topk.batch(phase.rows, part).items()}
+        sync = accelerator.no_sync(model) if j + 1 < len(micro) else contextlib.nullcontext()
+        with sync, accelerator.autocast():
+            summed, _ = step_loss(model, trainer.teacher, batch, dcfg)
+            # DDP averages gradients over processes; scaling by their number makes the result the
+            # gradient of (sum of token losses) / (trained tokens in the global batch).
+            accelerator.backward(summed * world / global_tokens)
+        loss_sum += summed.detach()
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), dcfg.clip)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if trainer.ema is not None and phase.name == "traces":  # its first update copies the weights
+        trainer.ema.update_parameters(trainer.plain)
+    return accelerator.reduce(loss_sum, reduction="sum").item() / global_tokens, float(grad_norm)
+
+
+def student_manifest(
+    trainer: Trainer,
+    phases: list[Phase],
+    n_heldout: int,
+    metrics_path: Path,
+    dcfg: DictConfig,
+    settings: dict,
+) -> dict:
+    """manifest.json of the saved student: its size, its training and its last metrics."""
+    return {
+        "parameters": trainer.n_params,
+        "steps": sum(p.steps for p in phases),
+        "copy_warmup_steps": dcfg.copy_drills.warmup_steps,
+        "train_traces": phases[-1].rows.n_traces,
+        "copy_drills": sum(p.rows.n_drills for p in phases),
+        "heldout_traces": n_heldout,
+        "seq_len": dcfg.seq_len,
+        "final": read_jsonl(metrics_path)[-1] if metrics_path.exists() else {},
+        "settings": settings,
+    }
 
 
 def save_student(model, tokenizer, out: Path, manifest: dict) -> None:

@@ -2,16 +2,19 @@
 
 import pytest
 import torch
+from conftest import make_cfg
 from tiny_chat import TRACES, tiny_llama, tiny_tokenizer
 
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.distill.attention import NAME, trace_bounds, use_packed_attention
-from cogcore.distill.data import pack_traces
+from cogcore.distill.packing import pack_traces
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return pack_traces(tiny_tokenizer(), TRACES, [SEARCH_TOOL], 400, seed=0, drills=0.2, drill_len=(4, 12))
+    copies = [f"distill.copy_drills.{key}" for key in ("share=0.2", "min_len=4", "max_len=12", "records=0")]
+    dcfg = make_cfg("distill", "unused", "distill.seq_len=400", "distill.step_drills=0", *copies).distill
+    return pack_traces(tiny_tokenizer(), TRACES, [SEARCH_TOOL], dcfg)
 
 
 def test_trace_bounds_cut_at_every_position_restart():

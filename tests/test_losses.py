@@ -15,7 +15,6 @@ from cogcore.distill.losses import (
     save_topk_shard,
     teacher_topk,
     token_kd,
-    topk_kd,
 )
 
 B, T, V = 2, 3, 5
@@ -203,7 +202,7 @@ def test_topk_with_k_equal_v_is_the_full_path(batch, kind, temperature):
     student, teacher, _ = batch
     full_s, top_s = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
     full = token_kd(full_s, teacher, MASK, kind, beta=0.3, temperature=temperature)
-    top = topk_kd(top_s, *teacher_topk(teacher, V), MASK, kind, beta=0.3, temperature=temperature)
+    top = token_kd(top_s, teacher_topk(teacher, V), MASK, kind, beta=0.3, temperature=temperature)
     (full + top).backward()
     assert top.item() == pytest.approx(full.item(), rel=1e-10)
     assert torch.allclose(top_s.grad, full_s.grad, rtol=1e-8, atol=1e-12)
@@ -221,7 +220,7 @@ def test_topk_rest_bucket_matches_formula(batch, kind, temperature):
         pc = np.append(p[top], 1 - p[top].sum()) ** (1 / temperature)
         qc = np.append(q[top], 1 - q[top].sum()) ** (1 / temperature)
         expected.append(divergence(kind, pc / pc.sum(), qc / qc.sum(), beta=0.3))
-    got = topk_kd(student, *teacher_topk(teacher, k), MASK, kind, beta=0.3, temperature=temperature)
+    got = token_kd(student, teacher_topk(teacher, k), MASK, kind, beta=0.3, temperature=temperature)
     assert got.item() == pytest.approx(temperature**2 * np.mean(expected), rel=1e-9)
     if temperature == 1.0:  # coarsening never increases a divergence
         assert got.item() <= token_kd(student, teacher, MASK, kind, beta=0.3).item()
@@ -235,11 +234,11 @@ def test_topk_teacher_holding_all_its_mass(batch):
     teacher[..., 2:] = float("-inf")
     top = teacher_topk(teacher, 2)
     assert torch.allclose(top[1].exp().sum(-1), torch.ones(B, T, dtype=torch.float64), rtol=0, atol=1e-15)
-    forward = topk_kd(student, *top, MASK, "forward_kl").item()
+    forward = token_kd(student, top, MASK, "forward_kl").item()
     assert forward == pytest.approx(token_kd(student, teacher, MASK, "forward_kl").item(), abs=1e-12)
     for kind in ["reverse_kl", "jsd"]:
         s = student.clone().requires_grad_(True)
-        loss = topk_kd(s, *top, MASK, kind)
+        loss = token_kd(s, top, MASK, kind)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
 

@@ -23,9 +23,9 @@ from tiny_chat import PASSAGES, TRACES, make_trace, tiny_llama, tiny_tokenizer
 from cogcore.core.io import DataError, read_json, read_jsonl
 from cogcore.core.tools import SEARCH_TOOL, UNKNOWN, final_answer
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import encode_trace
 from cogcore.distill.filtering import TraceFilter
 from cogcore.distill.losses import load_topk_shard, teacher_topk
+from cogcore.distill.packing import encode_trace
 from cogcore.distill.teachers.hf import load_teacher, save_topk
 from cogcore.distill.teachers.openai import EndpointError
 from cogcore.distill.traces import traces

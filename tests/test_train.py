@@ -19,11 +19,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cogcore.core.io import DataError, read_json, read_jsonl
 from cogcore.core.trace import read_traces
-from cogcore.distill.data import encode_trace, pack_traces
 from cogcore.distill.losses import distill_loss
+from cogcore.distill.packing import encode_trace, pack_traces
 from cogcore.distill.teachers.hf import save_topk
 from cogcore.distill.topk import TopkTeacher
-from cogcore.distill.train import TOOLS, cpu_has_bf16, distill, ema_update, split_traces
+from cogcore.distill.train import TOOLS, Metrics, cpu_has_bf16, distill, ema_update, split_traces
 
 MICRO = (*MICRO, "distill.log_every=1")
 
@@ -92,6 +92,18 @@ def test_resume_with_other_settings_is_refused(small_run, tmp_path):
     distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
     with pytest.raises(DataError, match="other student or distill settings"):
         distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2", "distill.lr=1e-4"))
+
+
+def test_tensorboard_is_written_only_when_asked_and_refused_when_missing(small_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if the package were not installed
+    run = prepared(small_run, tmp_path, "run")
+    with pytest.raises(DataError, match="`pip install tensorboard`, or set distill.tensorboard=false"):
+        distill(make_cfg("distill", run, *MICRO, "distill.tensorboard=true"))
+    assert not (run / "student").exists()  # refused before a tokenizer was trained
+    metrics = Metrics(tmp_path / "metrics.jsonl", 0, enabled=True, tensorboard=False)  # imports nothing
+    metrics.log(1, {"loss": 2.5})
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.5}]
+    assert not (tmp_path / "tensorboard").exists()
 
 
 def test_two_processes_follow_the_curve_of_one(small_run, tmp_path):
@@ -201,8 +213,9 @@ def test_distillation_from_topk_shards_on_disk(small_run, tmp_path):
     )
 
     # The trainer's rows (the from-scratch student trains the same BPE tokenizer on the same traces).
+    dcfg = make_cfg("distill", run, *MICRO).distill
     train_traces, _ = split_traces(list(read_traces(run / "traces" / "traces.jsonl")), 0.02, 0)
-    rows = pack_traces(tokenizer, train_traces, TOOLS, 768, 0, drills=0.1, drill_len=(8, 24))
+    rows = pack_traces(tokenizer, train_traces, TOOLS, dcfg)
     topk = TopkTeacher(run / "traces" / "topk", train_traces, rows)
     part = [0, 1]
     batch = {

@@ -42,8 +42,8 @@ from cogcore.core.tools import (
     final_answer,
     parse_search_call,
 )
-from cogcore.distill.data import encode_trace
 from cogcore.distill.losses import save_topk_shard, teacher_topk
+from cogcore.distill.packing import encode_trace
 from cogcore.distill.teachers import conversation, drawn, make_trace
 from cogcore.distill.teachers.oracle import Rejected
 from cogcore.retrieval.retriever import Retriever
