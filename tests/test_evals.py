@@ -168,7 +168,7 @@ def test_linked_support_is_on_for_world_questions_only_unless_set():
         questions = gcfg.pop("questions", None)
         return eval_generation(OmegaConf.create({"questions": questions, "generation": gcfg})).linked
 
-    assert resolved(linked="auto") is True and resolved() is True  # a world's passages are titled by entity
+    assert resolved(linked="auto") is True  # a world's passages are titled by entity
     assert (
         resolved(linked="auto", questions="my_qa.jsonl") is False
     )  # a user corpus's titles need not be named
