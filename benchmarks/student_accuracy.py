@@ -2,7 +2,7 @@
 with live retrieval (the student searches its world's collection of the index).
 
     .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32] \
-        [--samples out.jsonl] [--max-new-tokens N] [--free-quotes]
+        [--samples out.jsonl] [--max-new-tokens N] [--free-quotes] [--retries N] [--steps 0|1] ...
 
 Graded by cogcore.evals.scoring (SQuAD-normalised exact match of the final `Answer:` line; `unknown`
 is correct only for unanswerable questions), per question type.
@@ -17,9 +17,9 @@ from collections import Counter, defaultdict
 from hydra import compose, initialize_config_module
 
 from cogcore.core.checkpoint import load_model
-from cogcore.core.engine import Engine, GenerationConfig
+from cogcore.core.engine import Engine
 from cogcore.core.io import read_jsonl, write_jsonl
-from cogcore.evals.run import linked
+from cogcore.evals.run import eval_generation
 from cogcore.evals.scoring import summarize
 from cogcore.evals.suites import run_suite
 from cogcore.evals.systems import ToolUser
@@ -32,36 +32,33 @@ def main() -> None:
     parser.add_argument("--samples", help="write every question's record (trace, prediction, grade) here")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
+    # Each generation setting defaults to eval.generation's.
+    parser.add_argument("--k", type=int)
+    parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--free-quotes", action="store_true", help="do not hold quotes to their passages")
-    parser.add_argument("--retries", type=int, help="grounded retries (default: eval.retries)")
-    parser.add_argument("--retry-temperature", type=float, help="default: eval.retry_temperature")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus of the retries' sampling")
-    parser.add_argument("--linked", type=int, help="1: retries check linked citations (default: eval.linked)")
-    parser.add_argument(
-        "--steps", type=int, help="1: faulty written steps are retried too (default: eval.steps)"
-    )
+    parser.add_argument("--retries", type=int, help="grounded retries")
+    parser.add_argument("--retry-temperature", type=float)
+    parser.add_argument("--top-p", type=float, help="nucleus of the retries' sampling")
+    parser.add_argument("--linked", type=int, help="1: retries check linked citations")
+    parser.add_argument("--steps", type=int, help="1: faulty written steps are retried too")
     args = parser.parse_args()
 
     with initialize_config_module("cogcore.conf", version_base=None):
         rcfg = compose("index", [f"run_dir={args.run_dir}"]).retriever
         ecfg = compose("eval").eval
-    max_new_tokens = args.max_new_tokens or ecfg.max_new_tokens
-    retries = ecfg.retries if args.retries is None else args.retries
-    temperature = ecfg.retry_temperature if args.retry_temperature is None else args.retry_temperature
+    given = {
+        "k": args.k,
+        "max_new_tokens": args.max_new_tokens,
+        "quotes": False if args.free_quotes else None,
+        "retries": args.retries,
+        "retry_temperature": args.retry_temperature,
+        "top_p": args.top_p,
+        "linked": None if args.linked is None else bool(args.linked),
+        "steps": None if args.steps is None else bool(args.steps),
+    }
+    gen = eval_generation(ecfg, **{key: value for key, value in given.items() if value is not None})
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
     model, tokenizer = load_model(f"{args.run_dir}/student")
-    gen = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        k=args.k,
-        quotes=not args.free_quotes,
-        retries=retries,
-        retry_temperature=temperature,
-        top_p=args.top_p,
-        linked=linked(ecfg) if args.linked is None else bool(args.linked),
-        steps=ecfg.steps if args.steps is None else bool(args.steps),
-    )
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
     questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
     questions = questions[: args.limit] if args.limit else questions

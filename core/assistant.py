@@ -20,7 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from cogcore.core.chat import CALL, END_CALL
 from cogcore.core.checkpoint import load_model
-from cogcore.core.engine import Engine, GenerationConfig
+from cogcore.core.engine import Engine
+from cogcore.core.generation import GenerationConfig, generate, generation_config
 from cogcore.core.io import DataError
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, search_call
 
@@ -119,17 +120,12 @@ def load_assistant(cfg: DictConfig) -> Assistant:
     return Assistant(Engine(model, tokenizer, tools=[SEARCH_TOOL] if tools else []), search, name, notes)
 
 
-def generation_config(assistant: Assistant, cfg: DictConfig, **overrides) -> GenerationConfig:
-    # The answer's length is bounded by TextStream's max_tokens (what the model writes) and the window,
-    # so the engine's own budget, which also counts tool results, is the whole window.
-    settings = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, **overrides}
-    return GenerationConfig(
-        max_new_tokens=assistant.engine.context,
-        max_tool_calls=cfg.max_tool_calls,
-        k=cfg.k,
-        quotes=cfg.quotes,
-        **settings,
-    )
+def assistant_generation(assistant: Assistant, cfg: DictConfig, **overrides) -> GenerationConfig:
+    """The `generation` group's GenerationConfig, `overrides` winning (a request's sampling). An answer's
+    length is bounded by TextStream's max_tokens (what the model writes) and the window, so the engine's
+    own budget, which also counts tool results, is the whole window: generation.max_new_tokens is not
+    used here."""
+    return generation_config(cfg.generation, max_new_tokens=assistant.engine.context, **overrides)
 
 
 class TextStream:
@@ -226,8 +222,8 @@ def answer(
             on_search(row, searches[row][-1])
         return passages
 
-    outs = assistant.engine.generate(
-        conversations, search, gcfg, on_token=lambda row, token: streams[row](token)
+    outs = generate(
+        assistant.engine, conversations, search, gcfg, on_token=lambda row, token: streams[row](token)
     )
     return [
         Reply(

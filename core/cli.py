@@ -22,6 +22,40 @@ JOBS = {
     "serve": ("cogcore.core.server", "serve", "serve a checkpoint behind an OpenAI-compatible API"),
 }
 
+# Generation settings that moved into the `generation` group (conf/generation/): per job, each old key
+# and its new one. An override of an old key fails naming the new one; Hydra alone would only say that
+# the key is not in the config.
+_EVAL = ("k", "max_new_tokens", "quotes", "retries", "retry_temperature", "linked", "steps")
+_TEACHER_HF = ("k", "max_tool_calls", "max_new_tokens", "quotes", "temperature", "top_k", "top_p", "seed")
+_ASSISTANT = ("k", "max_tool_calls", "quotes", "temperature", "top_p", "seed")
+MOVED = {
+    "eval": {f"eval.{name}": f"eval.generation.{name}" for name in _EVAL},
+    "teacher=hf": {f"teacher.{name}": f"teacher.generation.{name}" for name in _TEACHER_HF},
+    "assistant": {name: f"generation.{name}" for name in _ASSISTANT},
+}
+MOVED_IN = {
+    "eval": ("eval",),
+    "pipeline": ("eval", "teacher=hf"),
+    "traces": ("teacher=hf",),
+    "chat": ("assistant",),
+    "serve": ("assistant",),
+}
+
+
+def moved_key(job: str, overrides: list[str]) -> str | None:
+    """The error for the first of `overrides` that sets a generation setting by its old key, or None.
+    The HF teacher's old keys count only where `teacher=hf` is among them (the other teachers keep
+    `teacher.k` and `teacher.max_tool_calls`)."""
+    given = [arg.lstrip("+~") for arg in overrides]
+    groups = [g for g in MOVED_IN.get(job, ()) if g != "teacher=hf" or "teacher=hf" in given]
+    moved = {old: new for group in groups for old, new in MOVED[group].items()}
+    for arg in given:
+        key = arg.split("=", 1)[0]
+        if key in moved:
+            return f"cogcore {job}: {key} moved to {moved[key]} (the generation group, conf/generation/)"
+    return None
+
+
 USAGE = """usage: cogcore <job> [key=value ...] [-m] [--help]
 
 Jobs (each a Hydra app with its own config in cogcore/conf/<job>.yaml):
@@ -57,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     if name not in JOBS:
         print(f"cogcore: unknown job {name!r}; choose one of: {', '.join(JOBS)}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
+        sys.exit(2)
+
+    moved = moved_key(name, rest)
+    if moved:
+        print(moved, file=sys.stderr)
         sys.exit(2)
 
     import hydra

@@ -70,7 +70,8 @@ def generation_config(node: Mapping | None, key: str = "generation", auto_linked
     for name, value in values.items():
         kind = type(getattr(GenerationConfig, name))
         if kind is bool and not isinstance(value, bool):
-            raise DataError(f"{key}.{name}={value!r}: choose true or false")
+            choices = "true, false or auto" if name == "linked" else "true or false"
+            raise DataError(f"{key}.{name}={value!r}: choose {choices}")
         if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise DataError(f"{key}.{name}={value!r}: must be a number")
         values[name] = kind(value)

@@ -48,7 +48,7 @@ from cogcore.core.assistant import (
     Search,
     TextStream,
     answer,
-    generation_config,
+    assistant_generation,
     load_assistant,
 )
 from cogcore.core.engine import GenerationConfig
@@ -332,7 +332,7 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
             )
         asked = {"temperature": request.temperature, "top_p": request.top_p, "seed": request.seed}
         sampling = {key: value for key, value in asked.items() if value is not None}
-        gcfg = generation_config(assistant, cfg, run_tools=not client_tools, **sampling)
+        gcfg = assistant_generation(assistant, cfg, run_tools=not client_tools, **sampling)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def push(kind: str, value: object) -> None:

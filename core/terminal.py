@@ -21,7 +21,7 @@ from typing import TextIO
 
 from omegaconf import DictConfig
 
-from cogcore.core.assistant import Reply, Search, Session, generation_config, load_assistant
+from cogcore.core.assistant import Reply, Search, Session, assistant_generation, load_assistant
 from cogcore.core.tools import escape
 
 COMMANDS = "/reset /sources /quit"
@@ -141,7 +141,7 @@ def run(session: Session, lines: Iterable[str], out: TextIO, interactive: bool) 
 def chat(cfg: DictConfig) -> None:
     """`cogcore chat`: the checkpoint `model=` searching `index=`, in the terminal or through a pipe."""
     assistant = load_assistant(cfg)
-    session = Session(assistant, generation_config(assistant, cfg), cfg.max_tokens)
+    session = Session(assistant, assistant_generation(assistant, cfg), cfg.max_tokens)
     interactive = sys.stdin.isatty()
     # Startup lines go to stderr, so that a piped stdout holds the transcript alone.
     for note in assistant.notes:

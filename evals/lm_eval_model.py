@@ -14,11 +14,11 @@ function of its suite from `evals/suites.py` (unavailable: K, oracle: R, live: T
     corpus          corpus.jsonl, for the oracle's gold passages (optional; default: the index's passages)
     search          live | oracle | unavailable, for docs that name none (default live)
     retriever       a conf/retriever preset name (hybrid, bm25, dense) or its config as a mapping
-    k               passages per search when the model's call names no k (default 3)
-    max_new_tokens  per answer, tool results included (default 1024)
-    max_tool_calls  per answer (default 6)
+    k, max_new_tokens, quotes, retries, steps, ...
+                    any key of conf/generation/ (core.generation.GenerationConfig), with its default
+                    there: greedy, one try; `cogcore eval eval.backend=lm_eval` passes eval.generation
     batch_size, device, dtype, ...  as lm-eval's `hf` model
-Generation is greedy; of a task's gen_kwargs only `until` applies, by truncating the final turn.
+Of a task's gen_kwargs only `until` applies, by truncating the final turn.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from lm_eval.models.huggingface import HFLM
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.engine import Engine, GenerationConfig
+from cogcore.core.engine import Engine
+from cogcore.core.generation import FIELDS, GenerationConfig, generate, generation_config
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import SYSTEM_PROMPT
 from cogcore.evals.lm_eval_tasks import SEARCH
@@ -67,9 +68,22 @@ def truncate(text: str, until: list[str] | str | None) -> str:
     return text
 
 
-def _flag(value: bool | str) -> bool:
-    """A boolean model arg: lm-eval passes `linked=true` on its command line as the string."""
-    return str(value).lower() in ("true", "1", "yes")
+def _flag(name: str, value: bool | int | str) -> bool:
+    """A boolean model arg: lm-eval casts `linked=true` on its command line to True, `linked=1` to 1."""
+    flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if str(value).lower() not in flags:
+        raise DataError(f"model_args {name}={value!r}: choose true or false")
+    return flags[str(value).lower()]
+
+
+def model_generation(args: dict) -> GenerationConfig:
+    """The GenerationConfig of the generation settings among the model args (the rest are left in
+    `args`); a boolean may come as true/false or 1/0."""
+    given = {name: args.pop(name) for name in FIELDS if name in args}
+    for name, value in given.items():
+        if isinstance(getattr(GenerationConfig, name), bool):
+            given[name] = _flag(name, value)
+    return generation_config(given, key="model_args")
 
 
 @register_model("cogcore")
@@ -81,14 +95,6 @@ class CogcoreLM(HFLM):
         corpus: str | None = None,
         search: str = "live",
         retriever: str | Mapping = "hybrid",
-        k: int = 3,
-        max_new_tokens: int = 1024,
-        max_tool_calls: int = 6,
-        quotes: bool | str = True,
-        retries: int = 0,
-        retry_temperature: float = 0.0,
-        linked: bool | str = False,
-        steps: bool | str = False,
         batch_size: int | str = 1,
         device: str | None = None,
         **kwargs,
@@ -96,7 +102,9 @@ class CogcoreLM(HFLM):
         if search not in SUITE_OF:
             raise ValueError(f"model_args search={search!r}: choose one of {', '.join(SUITE_OF)}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        generation = model_generation(kwargs)
         super().__init__(pretrained=pretrained, batch_size=batch_size, device=device, **kwargs)
+        self.generation = generation
         self.search = search
         self.retriever = Retriever.load(index, retriever_config(retriever)) if index else None
         # The oracle's gold passages: from the corpus if given, else from the index's collections.
@@ -106,16 +114,6 @@ class CogcoreLM(HFLM):
             self.passages = self.retriever.passages_by_id()
         else:
             self.passages = None
-        self.generation = GenerationConfig(
-            max_new_tokens=int(max_new_tokens),
-            max_tool_calls=int(max_tool_calls),
-            k=int(k),
-            quotes=str(quotes).lower() not in ("false", "0", "no"),  # lm-eval casts only true/false, 0/1
-            retries=int(retries),
-            retry_temperature=float(retry_temperature),
-            linked=_flag(linked),
-            steps=_flag(steps),
-        )
 
     def _suite(self, doc: dict) -> str:
         """The suite a request runs in: its doc's `search`, else the model's; checked before generating."""
@@ -157,7 +155,7 @@ class CogcoreLM(HFLM):
                     for i in chunk
                 ]
                 for i, out in zip(
-                    chunk, engine.generate(conversations, search, self.generation), strict=True
+                    chunk, generate(engine, conversations, search, self.generation), strict=True
                 ):
                     replies[i] = truncate(final_turn(out["messages"]), requests[i].args[1].get("until"))
                     self.cache_hook.add_partial("generate_until", requests[i].args, replies[i])

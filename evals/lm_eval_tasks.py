@@ -20,6 +20,7 @@ The same run through lm-eval's command line (the wrapper registers the model fir
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogcore.core.io import atomic_write_text, write_jsonl
 from cogcore.core.tools import final_answer
-from cogcore.evals.run import linked, load_questions
+from cogcore.evals.run import eval_generation, load_questions
 from cogcore.evals.scoring import CORRECT, NOT_ATTEMPTED, exact_match, grade, summarize, token_f1
 
 # What `search` returns in each suite (evals/suites.py): the exported docs name it, the model reads it.
@@ -179,13 +180,7 @@ def model_args(cfg: DictConfig) -> dict:
         "pretrained": str(run_dir / "student"),
         "search": ecfg.lm_eval.search,
         "retriever": OmegaConf.to_container(cfg.retriever, resolve=True),
-        "k": ecfg.k,
-        "max_new_tokens": ecfg.max_new_tokens,
-        "quotes": ecfg.quotes,
-        "retries": ecfg.retries,
-        "retry_temperature": ecfg.retry_temperature,
-        "linked": linked(ecfg),
-        "steps": ecfg.steps,
+        **asdict(eval_generation(ecfg)),  # every generation setting, as the native eval answers
     }
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     searches = {SEARCH[s] for s in ecfg.suites} | ({ecfg.lm_eval.search} if ecfg.lm_eval.tasks else set())

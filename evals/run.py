@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from cogcore.core.generation import GenerationConfig, generation_config
 from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, sha256_file
 from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
 from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_suite
@@ -32,31 +33,20 @@ def load_questions(path: Path, limit: int | None) -> list[dict]:
     return questions[:limit] if limit else questions
 
 
-def linked(ecfg: DictConfig) -> bool:
-    """eval.linked resolved: `auto` is on for world questions (a world passage's title is the entity it is
-    about) and off for a user QA file, whose documents' titles a question need not name."""
-    value = ecfg.get("linked", "auto")
-    if str(value).lower() == "auto":
-        return ecfg.questions is None
-    if isinstance(value, bool):
-        return value
-    raise DataError(f"eval.linked={value!r}: choose true, false or auto")
+def eval_generation(ecfg: DictConfig, **overrides) -> GenerationConfig:
+    """eval.generation as a GenerationConfig, `overrides` winning. `linked: auto` is on for world questions
+    (a world passage's title is the entity it is about) and off for a user QA file, whose documents'
+    titles a question need not name."""
+    return generation_config(
+        ecfg.generation, "eval.generation", auto_linked=ecfg.questions is None, **overrides
+    )
 
 
-def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, **extra):
+def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, gen: GenerationConfig, **extra):
     from cogcore.core.checkpoint import load_model
-    from cogcore.core.engine import Engine, GenerationConfig
+    from cogcore.core.engine import Engine
 
     model, tokenizer = load_model(path, key=f"eval.checkpoints.{name}" if name in ecfg.checkpoints else name)
-    gen = GenerationConfig(
-        max_new_tokens=ecfg.max_new_tokens,
-        k=ecfg.k,
-        quotes=ecfg.quotes,
-        retries=ecfg.retries,
-        retry_temperature=ecfg.retry_temperature,
-        linked=linked(ecfg),
-        steps=ecfg.steps,
-    )
     params = sum(p.numel() for p in model.parameters())
     return cls(
         name=name, engine=Engine(model, tokenizer), gen=gen, batch=ecfg.batch_size, params=params, **extra
@@ -67,25 +57,28 @@ def build_systems(cfg: DictConfig) -> list:
     from cogcore.evals.systems import ClosedBook, Oracle, RetrieveThenRead, ToolUser
 
     ecfg, run_dir = cfg.eval, Path(cfg.run_dir)
+    # One k for every system: the passages of a search (retrieve-then-read's one, the oracle's) and of a
+    # model's call that names none.
+    gen = eval_generation(ecfg)
     systems = []
     for name in ecfg.systems:
         if name == "oracle":
-            systems.append(Oracle(k=ecfg.k))
+            systems.append(Oracle(k=gen.k))
         elif name == "student":
-            systems.append(_tool_user(ToolUser, name, run_dir / "student", ecfg))
+            systems.append(_tool_user(ToolUser, name, run_dir / "student", ecfg, gen))
         elif name == "retrieve_then_read":
-            systems.append(_tool_user(RetrieveThenRead, name, run_dir / "student", ecfg, k=ecfg.k))
+            systems.append(_tool_user(RetrieveThenRead, name, run_dir / "student", ecfg, gen, k=gen.k))
         elif name == "closed_book":
             from cogcore.evals.baselines import train_closed_book
 
-            systems.append(_tool_user(ClosedBook, name, train_closed_book(cfg), ecfg))
+            systems.append(_tool_user(ClosedBook, name, train_closed_book(cfg), ecfg, gen))
         else:
             raise DataError(
                 f"eval.systems: unknown system {name!r}; choose from oracle, student, retrieve_then_read, "
                 "closed_book, or add it under eval.checkpoints.<name>=<path>"
             )
     for name, path in (ecfg.checkpoints or {}).items():
-        systems.append(_tool_user(ToolUser, name, Path(path), ecfg))
+        systems.append(_tool_user(ToolUser, name, Path(path), ecfg, gen))
     return systems
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cogcore.core.engine import Engine, GenerationConfig, SearchFn
+from cogcore.core.engine import Engine, SearchFn
+from cogcore.core.generation import GenerationConfig, generate
 from cogcore.core.tools import UNAVAILABLE, SearchUnavailable, render_results, search_call
 from cogcore.distill.teachers import conversation
 from cogcore.distill.teachers.oracle import Rejected, oracle_trace
@@ -41,7 +42,7 @@ def _generate(engine: Engine, conversations: list[list[dict]], search, gen: Gene
     out = []
     for start in range(0, len(conversations), batch):
         rows = conversations[start : start + batch]
-        out += engine.generate(rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
+        out += generate(engine, rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
     return [{"messages": r["messages"], "stop": r["stop"], "tries": r["tries"]} for r in out]
 
 

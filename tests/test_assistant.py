@@ -19,7 +19,8 @@ from tiny_chat import tiny_llama, tiny_tokenizer
 
 from cogcore.core.assistant import Assistant, Session, TextStream, answer, load_assistant, load_search
 from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL, SPECIAL_TOKENS, TOOL
-from cogcore.core.engine import Engine, GenerationConfig
+from cogcore.core.engine import Engine
+from cogcore.core.generation import GenerationConfig, generate
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.terminal import run
 from cogcore.core.tools import SYSTEM_PROMPT, final_answer
@@ -62,7 +63,7 @@ def test_text_stream_hides_calls_joins_turns_and_holds_back_stop_strings(tokeniz
 def test_answer_searches_cites_retrieved_ids_and_keeps_a_planted_document_inert(tokenizer):
     engine = Engine(RuleLM(tokenizer), tokenizer)
     conversation = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "planted cats"}]
-    out = engine.generate([conversation], lambda row, query, k: library(query, k), CFG)[0]
+    out = generate(engine, [conversation], lambda row, query, k: library(query, k), CFG)[0]
     # The tool turn's forced tokens hold exactly the template's own markers: the document's role markers,
     # special tokens and tool call came through as plain text.
     forced = [t for t, s in zip(out["tokens"][out["prompt_tokens"] :], out["sampled"], strict=True) if not s]

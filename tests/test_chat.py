@@ -28,8 +28,23 @@ def test_special_tokens_are_fixed():
     assert " ".join(SPECIAL_TOKENS) == (
         "<|pad|> <|bos|> <|end|> <|system|> <|user|> <|assistant|> <|tool|> <|call|> <|/call|>"
     )
-    assert (PAD, BOS, END, SYSTEM, USER, ASSISTANT, TOOL, CALL, END_CALL) == SPECIAL_TOKENS
     assert GENERATION_PROMPT == "<|assistant|>"
+
+
+@pytest.mark.parametrize("trace", TRACES, ids=lambda t: t["id"])
+def test_each_turn_opens_with_its_role_token_and_closes_with_end(trace):
+    """What the trainer's mask and the engine's stop rely on: <|bos|>, then per message its role's token
+    ... <|end|>, and a call's arguments between <|call|> and <|/call|> inside its assistant turn."""
+    roles = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT, "tool": TOOL}
+    text = render(trace["messages"], tools=[SEARCH_TOOL])
+    assert text.startswith(BOS) and text.count(BOS) == 1 and PAD not in text
+    *turns, rest = text.removeprefix(BOS).split(END)
+    assert rest == ""
+    assert [t[: t.index("|>") + 2] for t in turns] == [roles[m["role"]] for m in trace["messages"]]
+    for turn, m in zip(turns, trace["messages"], strict=True):
+        calls = [c["function"]["arguments"] for c in m.get("tool_calls") or []]
+        assert turn.count(CALL) == turn.count(END_CALL) == len(calls)
+        assert all(f"{CALL}{arguments}{END_CALL}" in turn for arguments in calls)
 
 
 def test_renders_the_cogcore_format():

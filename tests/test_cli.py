@@ -3,8 +3,9 @@ import sys
 import zipfile
 
 import pytest
+from omegaconf import OmegaConf
 
-from cogcore.core.cli import JOBS
+from cogcore.core.cli import JOBS, moved_key
 from cogcore.core.io import read_json
 
 
@@ -40,11 +41,65 @@ def test_group_overrides_and_multirun(tmp_path):
     assert bad.returncode != 0 and "huge" in bad.stderr
 
 
+# Per job, keys its function reads and their default values, as `cogcore <job> --cfg job` shows them.
+STAGE_KEYS = {
+    "world": {"world.seed": 0, "world.train_worlds": 120},
+    "index": {"retriever.mode": "hybrid", "docs": None, "chunk.words": 120},
+    "traces": {"teacher.name": "oracle", "data.name": "world", "split": "train", "filter.support": True},
+    "distill": {"student.kind": "scratch", "distill.seq_len": 1024},
+    "eval": {"eval.suites": ["K", "R", "T"], "eval.generation.retries": 8, "eval.generation.linked": "auto"},
+}
+ASSISTANT_KEYS = {
+    "model": "runs/demo/student",
+    "max_tokens": 512,
+    "generation.retries": 0,
+    "generation.k": 3,
+}
+JOB_KEYS = {
+    **STAGE_KEYS,
+    "pipeline": {key: value for keys in STAGE_KEYS.values() for key, value in keys.items()},
+    "chat": ASSISTANT_KEYS,
+    "serve": {**ASSISTANT_KEYS, "port": 8000, "batch_size": 8},
+}
+
+
+def test_every_job_is_checked():
+    assert sorted(JOB_KEYS) == sorted(JOBS)
+
+
 @pytest.mark.parametrize("job", sorted(JOBS))
-def test_every_job_composes(job):
+def test_every_job_composes_with_the_keys_it_reads(job):
     shown = cogcore(job, "--cfg", "job")
     assert shown.returncode == 0, shown.stderr
-    assert "run_dir:" in shown.stdout
+    cfg = OmegaConf.create(shown.stdout)
+    assert cfg.run_dir == "runs/demo"
+    got = {key: OmegaConf.select(cfg, key, default="<missing>") for key in JOB_KEYS[job]}
+    assert OmegaConf.to_container(OmegaConf.create(got)) == JOB_KEYS[job]
+
+
+@pytest.mark.parametrize(
+    "job, override, new",
+    [
+        ("eval", "eval.retries=0", "eval.generation.retries"),
+        ("pipeline", "+eval.steps=false", "eval.generation.steps"),
+        ("traces", "teacher.temperature=0.7", "teacher.generation.temperature"),
+        ("chat", "quotes=false", "generation.quotes"),
+        ("serve", "temperature=0.5", "generation.temperature"),
+    ],
+)
+def test_a_moved_generation_key_fails_naming_its_new_key(job, override, new):
+    overrides = ["teacher=hf", override] if override.startswith("teacher.") else [override]
+    assert moved_key(job, overrides) == (
+        f"cogcore {job}: {override.lstrip('+').split('=')[0]} moved to {new} (the generation group, "
+        "conf/generation/)"
+    )
+    # The other teachers keep their own k; a key is moved only where the job reads it from the group.
+    assert moved_key("traces", ["teacher.k=5"]) is None and moved_key("world", [override]) is None
+
+
+def test_an_old_key_on_the_command_line_fails_before_hydra_runs():
+    old = cogcore("eval", "eval.retries=0")
+    assert old.returncode == 2 and "eval.retries moved to eval.generation.retries" in old.stderr
 
 
 def test_normal_install_ships_the_configs(tmp_path):

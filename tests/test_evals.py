@@ -9,14 +9,14 @@ from conftest import SMALL_WORLD, TINY_STUDENT, make_cfg
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable
 from cogcore.evals.contamination import ContaminationError
-from cogcore.evals.run import evaluate, linked, load_questions
+from cogcore.evals.run import eval_generation, evaluate, load_questions
 from cogcore.evals.suites import compositionality_gap, hop_questions, run_suite, search_for
 from cogcore.evals.systems import Oracle
 from cogcore.retrieval.retriever import Retriever
 
 FAST_EVAL = (
     "eval.batch_size=16",
-    "eval.max_new_tokens=120",
+    "eval.generation.max_new_tokens=120",
     "eval.closed_book.worlds=2",
     "eval.closed_book.score_training_worlds=10",
     "++eval.closed_book.distill.max_steps=20",
@@ -164,13 +164,14 @@ def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
 def test_linked_support_is_on_for_world_questions_only_unless_set():
     from omegaconf import OmegaConf
 
-    def resolved(**ecfg):
-        return linked(OmegaConf.create({"questions": None, **ecfg}))
+    def resolved(**gcfg):
+        questions = gcfg.pop("questions", None)
+        return eval_generation(OmegaConf.create({"questions": questions, "generation": gcfg})).linked
 
-    assert resolved(linked="auto") is True and resolved() is True  # a world's passages are titled by entity
+    assert resolved(linked="auto") is True  # a world's passages are titled by entity
     assert (
         resolved(linked="auto", questions="my_qa.jsonl") is False
     )  # a user corpus's titles need not be named
     assert resolved(linked=True, questions="my_qa.jsonl") is True and resolved(linked=False) is False
-    with pytest.raises(DataError, match="eval.linked"):
+    with pytest.raises(DataError, match="eval.generation.linked='sometimes': choose true, false or auto"):
         resolved(linked="sometimes")

@@ -17,6 +17,7 @@ from lm_eval.api.instance import Instance
 from tiny_chat import tiny_llama, tiny_tokenizer
 
 from cogcore.core.engine import Engine
+from cogcore.core.generation import generate
 from cogcore.core.io import read_jsonl
 from cogcore.core.tools import SYSTEM_PROMPT
 from cogcore.evals.lm_eval_model import CogcoreLM
@@ -94,7 +95,7 @@ def test_generate_until_returns_the_engines_final_turn_cut_at_until(lm):
         [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": d["question"]}]
         for d in docs
     ]
-    outs = engine.generate(conversations, search_for("K", docs, None, {}), lm.generation)
+    outs = generate(engine, conversations, search_for("K", docs, None, {}), lm.generation)
     assert replies == [
         o["messages"][-1]["content"] if o["messages"][-1]["role"] == "assistant" else "" for o in outs
     ]
@@ -134,7 +135,7 @@ def eval_cfg(run_dir: Path, *overrides: str):
         "retriever=bm25",
         "eval.limit=4",
         "eval.batch_size=8",
-        "eval.max_new_tokens=24",
+        "eval.generation.max_new_tokens=24",
         "++eval.lm_eval.tasks=[]",
         "++eval.lm_eval.search=unavailable",
         *overrides,

@@ -482,7 +482,9 @@ def test_hf_teacher_from_a_checkpoint_rejects_what_it_cannot_finish(run_dir, tin
     """A real (random) checkpoint through `teacher.path`: it never writes a finished answer, and every
     question still lands in rejected.jsonl with its reason."""
     questions = write_questions(run_dir, RULE_ROWS)
-    overrides = hf_overrides(questions, f"teacher.path={tiny_checkpoint}", "teacher.max_new_tokens=24")
+    overrides = hf_overrides(
+        questions, f"teacher.path={tiny_checkpoint}", "teacher.generation.max_new_tokens=24"
+    )
     traces(make_cfg("traces", run_dir, *overrides))
     rejected = read_jsonl(run_dir / "traces" / "rejected.jsonl")
     assert sorted(r["id"] for r in rejected) == sorted(RULE_ROWS)

@@ -2,9 +2,15 @@ import pytest
 from tiny_chat import TRACES, tiny_tokenizer
 from transformers import AutoTokenizer
 
-from cogcore.core.chat import CHAT_TEMPLATE, SPECIAL_TOKENS
+from cogcore.core.chat import CHAT_TEMPLATE, SPECIAL_TOKENS, chat_messages
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.distill.tokenizer import check_chat_template, train_tokenizer
+
+# A template in another model's syntax (turns as `role: text`, calls as JSON after `CALL`).
+FOREIGN = (
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}"
+    "{% for c in m.tool_calls or [] %} CALL {{ c.function.arguments | tojson }}{% endfor %}\n{% endfor %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +57,22 @@ def test_vocab_size_is_checked():
         train_tokenizer(["abc"], 100)
 
 
-def test_check_chat_template_accepts_cogcore(saved):
-    check_chat_template(saved[0])
+def test_check_chat_template_accepts_any_template_that_shows_calls_and_results(saved, tmp_path):
+    """cogcore's own template, and a pretrained model's with its own tool-call syntax: the check is that a
+    template shows the call's arguments and the results, not that it writes them as cogcore does."""
+    _, out = saved
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    check_chat_template(tokenizer)
+    tokenizer.chat_template = FOREIGN
+    text = tokenizer.apply_chat_template(
+        chat_messages(tokenizer, TRACES[0]["messages"]), tools=[SEARCH_TOOL], tokenize=False
+    )
+    assert "Rouler Bristor employer" in text and TRACES[0]["messages"][3]["content"] in text
+    assert not any(token in text for token in SPECIAL_TOKENS)  # its own syntax, none of cogcore's
+    check_chat_template(tokenizer)
+    tokenizer.chat_template = FOREIGN.replace("{{ c.function.arguments | tojson }}", "")
+    with pytest.raises(ValueError, match="drops the tool call's arguments"):
+        check_chat_template(tokenizer)
 
 
 @pytest.mark.parametrize(

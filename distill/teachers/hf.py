@@ -32,7 +32,8 @@ from omegaconf import DictConfig
 
 from cogcore.core.chat import CALL
 from cogcore.core.checkpoint import load_model
-from cogcore.core.engine import CALL_LIMIT, Engine, GenerationConfig
+from cogcore.core.engine import CALL_LIMIT, Engine
+from cogcore.core.generation import generate, generation_config
 from cogcore.core.io import DataError, JsonlAppender, read_jsonl
 from cogcore.core.tools import (
     SEARCH,
@@ -90,16 +91,9 @@ def run_hf(
     """Trace `questions` `batch_size` at a time, calling `write(question, trace)` or
     `write(question, None, rejected)` for each."""
     engine = Engine(model, tokenizer)
-    generation = GenerationConfig(
-        max_new_tokens=tcfg.max_new_tokens,
-        max_tool_calls=tcfg.max_tool_calls,
-        temperature=tcfg.temperature,
-        top_k=tcfg.top_k,
-        top_p=tcfg.top_p,
-        seed=tcfg.seed,
-        k=tcfg.k,
-        quotes=tcfg.quotes,
-    )
+    # linked: auto is on for world questions, whose passages are titled by their entity.
+    auto_linked = all("world" in q for q in questions)
+    generation = generation_config(tcfg.generation, "teacher.generation", auto_linked=auto_linked)
     name = f"hf:{Path(tcfg.path).name}"
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
@@ -110,9 +104,10 @@ def run_hf(
                 raise SearchUnavailable
             return retriever.search(query, k, batch[row].get("world"))
 
-        outs = engine.generate([conversation(q, tcfg.system_prompt) for q in batch], search, generation)
+        conversations = [conversation(q, tcfg.system_prompt) for q in batch]
+        outs = generate(engine, conversations, search, generation)
         for question, down, out in zip(batch, offline, outs, strict=True):
-            failure = judge(out["messages"], out["stop"], tcfg.max_tool_calls)
+            failure = judge(out["messages"], out["stop"], generation.max_tool_calls)
             if failure is None:
                 write(question, make_trace(question, out["messages"], name, down))
             else:
