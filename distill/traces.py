@@ -36,11 +36,12 @@ from cogcore.core.io import (
     read_jsonl,
     sha256_file,
 )
+from cogcore.core.trace import Rejected
 from cogcore.distill.filtering import TraceFilter
 from cogcore.distill.teachers import drawn
 from cogcore.distill.teachers.hf import load_teacher, run_hf, save_topk
 from cogcore.distill.teachers.openai import EndpointError, run_openai
-from cogcore.distill.teachers.oracle import Rejected, oracle_trace
+from cogcore.distill.teachers.oracle import oracle_trace
 from cogcore.retrieval.retriever import Retriever
 
 TEACHERS = ("oracle", "openai", "hf")
