@@ -26,15 +26,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import (
-    DataError,
-    JsonlAppender,
-    atomic_write_json,
-    iter_qa,
-    read_json,
-    read_jsonl,
-    sha256_file,
-)
+from cogcore.core.io import DataError, JsonlAppender, atomic_write_json, iter_qa, read_jsonl, sha256_file
+from cogcore.core.stage import decide
 from cogcore.core.trace import Rejected
 from cogcore.distill.filtering import TraceFilter
 from cogcore.distill.teachers import drawn
@@ -180,14 +173,7 @@ def traces(cfg: DictConfig) -> Path:
         "corpus_sha256": retriever.manifest["corpus_sha256"],
     }
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        previous = read_json(manifest_path)["settings"]
-        if previous != settings:
-            changed = sorted(key for key in settings if settings[key] != previous.get(key))
-            raise DataError(
-                f"{manifest_path}: these traces were written with other settings ({', '.join(changed)}); "
-                f"resume with the same settings, or write to another run_dir"
-            )
+    decide(manifest_path, settings, key="settings", resumable=True)  # other settings raise DataError
     atomic_write_json(manifest_path, {"settings": settings, "complete": False})
     model = tokenizer = None
     if tcfg.name == "hf":
