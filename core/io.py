@@ -1,4 +1,5 @@
-"""Files that never tear: atomic writes, resumable JSONL appends, and JSONL reads whose errors say where."""
+"""Files that never tear: atomic writes, resumable JSONL appends, and JSONL reads whose errors say where,
+among them the checked reader of question files (`iter_qa`) that traces and evals share."""
 
 from __future__ import annotations
 
@@ -99,6 +100,28 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     return [record for _, record in iter_jsonl(path)]
+
+
+def iter_qa(path: str | Path) -> Iterator[dict]:
+    """The records of a question file, checked line by line: a non-empty `question`, `answers` a non-empty
+    list of strings, ids unique; `id` defaults to `line-<n>` and `type` to `qa`. Other fields are kept."""
+    lines = {}
+    for lineno, record in iter_jsonl(path):
+        if not isinstance(record.get("question"), str) or not record["question"].strip():
+            raise DataError(f"{path}:{lineno}: needs a non-empty string 'question'")
+        answers = record.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DataError(
+                f"{path}:{lineno}: 'answers' must be a non-empty list of strings (the gold answers, e.g. "
+                '["Paris"]; ["unknown"] for a question the documents cannot answer)'
+            )
+        qid = str(record.get("id", f"line-{lineno}"))
+        if qid in lines:
+            raise DataError(
+                f"{path}:{lineno}: id {qid!r} is already used on line {lines[qid]}; make ids unique"
+            )
+        lines[qid] = lineno
+        yield {**record, "id": qid, "type": str(record.get("type", "qa"))}
 
 
 def sha256_file(path: str | Path) -> str:

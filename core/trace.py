@@ -87,6 +87,16 @@ TRACE_SCHEMA = {
 _VALIDATOR = jsonschema.Draft202012Validator(TRACE_SCHEMA)
 
 
+class Rejected(Exception):
+    """A question that ends without a trace to keep: its teacher could not write one (e.g. the oracle found
+    no passage for a fact), or the filter refused the one written. `reason` is a short code for counting,
+    `detail` says what happened, `messages` is the trace so far; rejected.jsonl records all three."""
+
+    def __init__(self, reason: str, detail: str, messages: list[dict]):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.messages = reason, detail, messages
+
+
 def _field(path) -> str:
     out = ""
     for part in path:

@@ -29,8 +29,7 @@ from omegaconf import DictConfig
 
 from cogcore.core.answers import exact_match, normalize_answer, supported, token_f1
 from cogcore.core.tools import UNKNOWN, final_answer
-from cogcore.core.trace import trace_errors
-from cogcore.distill.teachers.oracle import Rejected
+from cogcore.core.trace import Rejected, trace_errors
 
 MATCHES = ("em", "f1")
 NUM_PERM = 128

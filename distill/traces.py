@@ -21,26 +21,19 @@ loses at most the records in flight and no id is ever written twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import (
-    DataError,
-    JsonlAppender,
-    atomic_write_json,
-    iter_jsonl,
-    read_json,
-    read_jsonl,
-    sha256_file,
-)
+from cogcore.core.io import DataError, JsonlAppender, atomic_write_json, iter_qa, read_jsonl, sha256_file
+from cogcore.core.stage import decide
+from cogcore.core.trace import Rejected
 from cogcore.distill.filtering import TraceFilter
 from cogcore.distill.teachers import drawn
 from cogcore.distill.teachers.hf import load_teacher, run_hf, save_topk
 from cogcore.distill.teachers.openai import EndpointError, run_openai
-from cogcore.distill.teachers.oracle import Rejected, oracle_trace
+from cogcore.distill.teachers.oracle import oracle_trace
 from cogcore.retrieval.retriever import Retriever
 
 TEACHERS = ("oracle", "openai", "hf")
@@ -58,28 +51,6 @@ def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dic
             raise DataError(f"{path}: no questions; run `cogcore world run_dir={world_dir.parent}` first")
         questions += read_jsonl(path)
     return questions[:limit] if limit else questions
-
-
-def iter_qa(path: Path) -> Iterator[dict]:
-    """The records of a question file, checked line by line: a non-empty `question`, `answers` a non-empty
-    list of strings, ids unique; `id` defaults to `line-<n>` and `type` to `qa`. Other fields are kept."""
-    lines = {}
-    for lineno, record in iter_jsonl(path):
-        if not isinstance(record.get("question"), str) or not record["question"].strip():
-            raise DataError(f"{path}:{lineno}: needs a non-empty string 'question'")
-        answers = record.get("answers")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            raise DataError(
-                f"{path}:{lineno}: 'answers' must be a non-empty list of strings (the gold answers, e.g. "
-                '["Paris"]; ["unknown"] for a question the documents cannot answer)'
-            )
-        qid = str(record.get("id", f"line-{lineno}"))
-        if qid in lines:
-            raise DataError(
-                f"{path}:{lineno}: id {qid!r} is already used on line {lines[qid]}; make ids unique"
-            )
-        lines[qid] = lineno
-        yield {**record, "id": qid, "type": str(record.get("type", "qa"))}
 
 
 def read_qa(path: str | Path, limit: int | None) -> list[dict]:
@@ -202,14 +173,7 @@ def traces(cfg: DictConfig) -> Path:
         "corpus_sha256": retriever.manifest["corpus_sha256"],
     }
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        previous = read_json(manifest_path)["settings"]
-        if previous != settings:
-            changed = sorted(key for key in settings if settings[key] != previous.get(key))
-            raise DataError(
-                f"{manifest_path}: these traces were written with other settings ({', '.join(changed)}); "
-                f"resume with the same settings, or write to another run_dir"
-            )
+    decide(manifest_path, settings, key="settings", resumable=True)  # other settings raise DataError
     atomic_write_json(manifest_path, {"settings": settings, "complete": False})
     model = tokenizer = None
     if tcfg.name == "hf":

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cogcore.core.io import DataError, atomic_write_text, read_json, read_jsonl
+from cogcore.core.io import DataError, atomic_write_text, read_jsonl
+from cogcore.core.stage import Decision, decide
 from cogcore.core.tools import ANSWER_PREFIX
 from cogcore.evals.systems import CLOSED_BOOK_PROMPT, closed_book_question
 
@@ -58,20 +59,15 @@ def train_closed_book(cfg: DictConfig) -> Path:
     text = "".join(json.dumps(closed_book_trace(q)) + "\n" for q in questions)
     traces = base / "traces" / "traces.jsonl"
     sub = OmegaConf.merge(cfg, {"run_dir": str(base), "distill": cfg.eval.closed_book.distill})
-    manifest = base / "student" / "manifest.json"
-    same_data = traces.exists() and traces.read_text() == text
-    if (
-        same_data
-        and manifest.exists()
-        and read_json(manifest)["settings"] == settings_of(sub)
-        and not cfg.force
-    ):
-        print(f"closed_book: up to date in {manifest.parent}")
-        return manifest.parent
-    if not same_data:  # other questions: start over rather than resume on different data
-        for stale in (base / "student", base / "traces"):
+    settings = settings_of(sub)
+    student = base / "student"
+    if not (traces.exists() and traces.read_text() == text):  # other questions: start over, not resume
+        for stale in (student, base / "traces"):
             if stale.exists():
                 shutil.rmtree(stale)
         traces.parent.mkdir(parents=True)
         atomic_write_text(traces, text)
+    elif decide(student / "manifest.json", settings, key="settings", force=cfg.force) is Decision.UP_TO_DATE:
+        print(f"closed_book: up to date in {student}")
+        return student
     return distill(sub)

@@ -25,7 +25,7 @@ from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_
 def load_questions(path: Path, limit: int | None) -> list[dict]:
     """World questions or a user QA file (checked line by line as `cogcore traces data=qa` checks it), with
     every field kept: `world`, `gold_passages` and `hops` are what the suites need."""
-    from cogcore.distill.traces import iter_qa
+    from cogcore.core.io import iter_qa
 
     if not path.exists():
         raise DataError(f"{path}: no questions; run `cogcore world` or set eval.questions=<file.jsonl>")

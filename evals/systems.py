@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from cogcore.core.engine import Engine, SearchFn
 from cogcore.core.generation import GenerationConfig, generate
 from cogcore.core.tools import UNAVAILABLE, SearchUnavailable, render_results, search_call
+from cogcore.core.trace import Rejected
 from cogcore.distill.teachers import conversation
-from cogcore.distill.teachers.oracle import Rejected, oracle_trace
+from cogcore.distill.teachers.oracle import oracle_trace
 
 CLOSED_BOOK_PROMPT = "Answer the question from memory. End with a line 'Answer: <answer>'."
 

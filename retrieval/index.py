@@ -18,7 +18,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import DataError, atomic_dir, atomic_write_json, read_json, sha256_file, write_jsonl
+from cogcore.core.io import DataError, atomic_dir, atomic_write_json, sha256_file, write_jsonl
+from cogcore.core.stage import Decision, decide
 from cogcore.retrieval import bm25, dense
 from cogcore.retrieval.documents import folder_passages, world_collections
 from cogcore.retrieval.embedder import embed, load_embedder
@@ -34,6 +35,16 @@ def passages_sha256(passages: list[dict]) -> str:
 
 def _dir_name(name: str, i: int) -> str:
     return f"{i:05d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}"
+
+
+def settings_of(rcfg: DictConfig, corpus_sha256: str) -> dict:
+    """What an index depends on: recorded among its manifest's fields, and matched to skip a rebuild."""
+    return {
+        "format": FORMAT,
+        "embedder": rcfg.embedder,
+        "corpus_sha256": corpus_sha256,
+        "dense": OmegaConf.to_container(rcfg.dense, resolve=True),
+    }
 
 
 def build_index(
@@ -64,30 +75,14 @@ def build_index(
         atomic_write_json(
             tmp / "manifest.json",
             {
-                "format": FORMAT,
-                "embedder": rcfg.embedder,
+                **settings_of(rcfg, corpus_sha256),
                 "dim": int(vectors.shape[1]),
                 "count": len(texts),
                 "source": source,
-                "corpus_sha256": corpus_sha256,
-                "dense": OmegaConf.to_container(rcfg.dense, resolve=True),
                 "collections": manifest_collections,
             },
         )
     return out
-
-
-def up_to_date(out: Path, rcfg: DictConfig, corpus_sha256: str) -> bool:
-    """True when `out` holds an index of this corpus built with this embedder and dense settings."""
-    if not (out / "manifest.json").exists():
-        return False
-    manifest = read_json(out / "manifest.json")
-    return (
-        manifest.get("format") == FORMAT
-        and manifest["embedder"] == rcfg.embedder
-        and manifest["corpus_sha256"] == corpus_sha256
-        and manifest["dense"] == OmegaConf.to_container(rcfg.dense, resolve=True)
-    )
 
 
 def index(cfg: DictConfig) -> Path:
@@ -106,7 +101,8 @@ def index(cfg: DictConfig) -> Path:
             )
         source, checksum = str(corpus), sha256_file(corpus)
         collections = None
-    if not cfg.force and up_to_date(out, cfg.retriever, checksum):
+    settings = settings_of(cfg.retriever, checksum)
+    if decide(out / "manifest.json", settings, force=cfg.force) is Decision.UP_TO_DATE:
         print(f"index: {out} is up to date")
         return out
     collections = collections or world_collections(source)

@@ -16,7 +16,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import atomic_dir, atomic_write_json, read_json, sha256_file, write_jsonl
+from cogcore.core.io import atomic_dir, atomic_write_json, sha256_file, write_jsonl
+from cogcore.core.stage import Decision, decide
 
 QUESTION_TYPES = ("lookup", "compose", "compare", "arithmetic", "unanswerable")
 SPLITS = ("train", "heldout")
@@ -437,11 +438,10 @@ def write_world(cfg: DictConfig, out_dir: str | Path) -> Path:
 def world(cfg: DictConfig) -> Path:
     """`cogcore world`: write `<run_dir>/world/` (skipped when it already holds this config's worlds)."""
     out = Path(cfg.run_dir) / "world"
-    manifest = out / "manifest.json"
-    if not cfg.force and manifest.exists():
-        if read_json(manifest)["config"] == OmegaConf.to_container(cfg.world, resolve=True):
-            print(f"world: {out} is up to date")
-            return out
+    settings = OmegaConf.to_container(cfg.world, resolve=True)
+    if decide(out / "manifest.json", settings, key="config", force=cfg.force) is Decision.UP_TO_DATE:
+        print(f"world: {out} is up to date")
+        return out
     write_world(cfg.world, out)
     print(f"world: wrote {out}")
     return out

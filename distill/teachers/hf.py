@@ -43,10 +43,10 @@ from cogcore.core.tools import (
     final_answer,
     parse_search_call,
 )
+from cogcore.core.trace import Rejected
 from cogcore.distill.losses import save_topk_shard, teacher_topk
 from cogcore.distill.packing import encode_trace
 from cogcore.distill.teachers import conversation, drawn, make_trace
-from cogcore.distill.teachers.oracle import Rejected
 from cogcore.retrieval.retriever import Retriever
 
 STOPS = {"max_new_tokens": "length", "context": "length", "max_tool_calls": "max_tool_calls"}

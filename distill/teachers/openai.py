@@ -51,8 +51,8 @@ from cogcore.core.tools import (
     parse_search_call,
     render_results,
 )
+from cogcore.core.trace import Rejected
 from cogcore.distill.teachers import conversation, drawn, make_trace
-from cogcore.distill.teachers.oracle import Rejected
 from cogcore.retrieval.retriever import Retriever
 
 FATAL = (401, 403, 404)  # a wrong key, model or URL: no question can succeed, so the job stops

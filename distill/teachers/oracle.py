@@ -15,19 +15,10 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from cogcore.core.tools import ANSWER_PREFIX, UNAVAILABLE, UNKNOWN, render_results, search_call
+from cogcore.core.trace import Rejected
 from cogcore.core.worlds.steps import decision, subtraction
 from cogcore.core.worlds.templates import FACT, NEED, QUERIES
 from cogcore.distill.teachers import conversation, make_trace
-
-
-class Rejected(Exception):
-    """The oracle could not write a trace whose facts all come from retrieval. `reason` is a short code
-    for counting, `detail` says what happened, `messages` is the trace so far."""
-
-    def __init__(self, reason: str, detail: str, messages: list[dict]):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.messages = reason, detail, messages
-
 
 Searches = Generator[tuple[str, int], list[dict], dict]
 
