@@ -39,6 +39,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from cogcore.core.io import DataError, atomic_write_json, read_json, read_jsonl
+from cogcore.core.stage import decide
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.core.trace import read_traces
 from cogcore.distill.attention import use_packed_attention
@@ -462,17 +463,12 @@ def build_trainer(
 def _resume_point(ckpt_dir: Path, settings: dict, accelerator: Accelerator) -> int:
     """The step to start at: that of the last checkpoint, whose states are loaded, or 0 without one. A
     checkpoint trained with other settings is refused."""
-    step = 0
-    if found := checkpoints(ckpt_dir):
-        state = read_json(found[-1] / "trainer_state.json")
-        if state["settings"] != settings:
-            raise DataError(
-                f"{found[-1]}: this checkpoint was trained with other student or distill settings; resume "
-                f"with the same ones, or train into another run_dir"
-            )
-        accelerator.load_state(str(found[-1]))
-        step = state["step"]
-    return step
+    if not (found := checkpoints(ckpt_dir)):
+        return 0
+    state = found[-1] / "trainer_state.json"
+    decide(state, settings, key="settings", resumable=True)  # other settings: a DataError that says so
+    accelerator.load_state(str(found[-1]))
+    return read_json(state)["step"]
 
 
 def describe(trainer: Trainer, phases: list[Phase], dcfg: DictConfig, step: int) -> str:

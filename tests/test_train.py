@@ -90,7 +90,7 @@ def test_weight_average_warms_up_then_decays_at_its_rate():
 def test_resume_with_other_settings_is_refused(small_run, tmp_path):
     run = prepared(small_run, tmp_path, "run")
     distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
-    with pytest.raises(DataError, match="other student or distill settings"):
+    with pytest.raises(DataError, match=r"other settings \(distill\)"):
         distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2", "distill.lr=1e-4"))
 
 
