@@ -9,8 +9,8 @@ behaviour writes the same file before and after:
     python benchmarks/engine_outputs.py new.json && cmp old.json new.json
 
 (the namespace: a folder `cogcore/` of symlinks core, retrieval, distill, evals, conf into the checkout).
-The scripted model is tests/test_engine.py's, with the tiny model's own logits added as noise so that
-sampling has choices; it works with the engine before and after core.generation existed.
+The scripted model is the engine tests' (tests/tiny_chat.py), with the tiny model's own logits added as
+noise so that sampling has choices; it works with the engine before and after core.generation existed.
 """
 
 import itertools
@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import torch
-from tiny_chat import batch_rows, tiny_llama
+from tiny_chat import BatchScriptedLM
 
-from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL
+from cogcore.core.chat import CALL, END_CALL
 from cogcore.core.engine import Engine
 from cogcore.core.tools import SYSTEM_PROMPT
 from cogcore.distill.tokenizer import train_tokenizer
@@ -51,47 +50,6 @@ TEXTS = [
 tok = train_tokenizer(TEXTS, vocab_size=400)
 
 
-class ScriptedLM(torch.nn.Module):
-    def __init__(self, tokenizer, scripts, batches=None):
-        super().__init__()
-        self.inner = tiny_llama(tokenizer)
-        self.config = self.inner.config
-        self.tokenizer = tokenizer
-        self.batches, self.started = batches, 0
-        self.script(scripts if batches is None else batches[0])
-        self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
-
-    def script(self, scripts):
-        def encode(t):
-            return self.tokenizer(t + END, add_special_tokens=False)["input_ids"]
-
-        self.turns = [[[encode(a) for a in ([t] if isinstance(t, str) else t)] for t in s] for s in scripts]
-        self.fed = [[] for _ in scripts]
-
-    def forward(self, input_ids, attention_mask, **kwargs):
-        if self.batches is not None and kwargs["past_key_values"].get_seq_length() == 0:
-            self.script(self.batches[min(self.started, len(self.batches) - 1)])
-            self.started += 1
-        rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
-        for i, row in enumerate(rows):
-            self.fed[row] += input_ids[i].tolist()
-            live = [t for t, keep in zip(self.fed[row], attention_mask[i].tolist(), strict=True) if keep]
-            turn = live.count(self.assistant) - 1
-            header = max(j for j, t in enumerate(live) if t == self.assistant)
-            written = live[header + 1 :]
-            alternatives = self.turns[row][min(turn, len(self.turns[row]) - 1)]
-            following = [s for s in alternatives if s[: len(written)] == written]
-            for rank, script in enumerate(following or alternatives[:1]):
-                nxt = script[len(written)] if len(written) < len(script) else self.tokenizer.eos_token_id
-                # a little noise from the real model's logits so that sampling has choices
-                logits[i, -1, nxt] = max(float(logits[i, -1, nxt]), -float(rank) * 0.7)
-            logits[i, -1] += 0.5 * out.logits[i, -1].float()
-        out.logits = logits
-        return out
-
-
 def conversation(question):
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
 
@@ -117,7 +75,7 @@ TURNS = [  # each row's final turn, in the model's order of preference
 
 def outputs(temperature, retries, retry_temperature, linked, steps, quotes, stream) -> dict:
     scripts = [[CALL_BO, turn] for turn in TURNS]
-    batches = [scripts, scripts[::-1], scripts[1:] + scripts[:1]]  # what each retry's rows are scripted
+    batches = [scripts[n:] + scripts[:n] for n in range(5)]  # the first try's rows, then each retry's
     cfg = GenerationConfig(
         max_new_tokens=160, temperature=temperature, top_k=50, top_p=0.95, seed=3, quotes=quotes,
         retries=retries, retry_temperature=retry_temperature, linked=linked, steps=steps,
@@ -129,7 +87,7 @@ def outputs(temperature, retries, retry_temperature, linked, steps, quotes, stre
         return False
 
     questions = [conversation(f"Where is the employer of Bo? ({i})") for i in range(len(TURNS))]
-    engine = Engine(ScriptedLM(tok, scripts, batches=batches), tok)
+    engine = Engine(BatchScriptedLM(tok, batches, noise=0.5), tok)
     outs = run(engine, questions, lambda row, q, k: PASSAGES[:k], cfg, on_token if stream else None)
     return {"outs": outs, "seen": seen}
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from tiny_chat import batch_rows, tiny_llama
+from tiny_chat import BatchScriptedLM, ScriptedLM, tiny_llama
 
-from cogcore.core.chat import ASSISTANT, CALL, END, END_CALL
+from cogcore.core.chat import CALL, END_CALL
 from cogcore.core.engine import CALL_LIMIT, Engine, parse_turn
 from cogcore.core.generation import GenerationConfig, citable, generate
 from cogcore.core.tools import SYSTEM_PROMPT, final_answer
@@ -61,52 +61,6 @@ def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
             position = out["prompt_tokens"] + t
             if was_sampled:  # what the model chose from the cache == greedy over the whole prefix
                 assert int(logits[position - 1].argmax()) == tokens[position]
-
-
-class ScriptedLM(torch.nn.Module):
-    """A real tiny Llama for the cache plumbing, whose logits are overridden to say each row's scripted
-    assistant turns. A turn is a string, or a list of strings in order of preference: the model puts its
-    highest logit on the next token of the first one that what it has written so far still follows, the
-    next highest on the next one's, and so on (held off every one, it goes on with the first from the
-    same position). It reads what it has written from the tokens the engine fed
-    it whose attention the mask still keeps (a line the engine took back no longer counts), and it sees
-    every token exactly once, as the engine feeds it, so it also proves that the engine never re-encodes
-    a prefix: a re-fed prefix would corrupt the histories it keeps."""
-
-    def __init__(self, tokenizer, scripts):
-        super().__init__()
-        self.inner = tiny_llama(tokenizer)
-        self.config = self.inner.config
-        self.tokenizer = tokenizer
-        self.script(scripts)
-        self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
-
-    def script(self, scripts):
-        encode = lambda t: self.tokenizer(t + END, add_special_tokens=False)["input_ids"]  # noqa: E731
-        self.turns = [[[encode(a) for a in ([t] if isinstance(t, str) else t)] for t in s] for s in scripts]
-        self.fed = [[] for _ in scripts]  # every token fed, per row, one per attention column
-        self.history = [[] for _ in scripts]  # the tokens fed that are not padding
-
-    def forward(self, input_ids, attention_mask, **kwargs):
-        rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        new = attention_mask[:, -input_ids.shape[1] :].bool()
-        logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
-        for i, row in enumerate(rows):
-            self.fed[row] += input_ids[i].tolist()
-            self.history[row] += input_ids[i][new[i]].tolist()
-            live = [t for t, keep in zip(self.fed[row], attention_mask[i].tolist(), strict=True) if keep]
-            turn = live.count(self.assistant) - 1
-            header = max(j for j, t in enumerate(live) if t == self.assistant)
-            written = live[header + 1 :]
-            alternatives = self.turns[row][min(turn, len(self.turns[row]) - 1)]
-            following = [s for s in alternatives if s[: len(written)] == written]
-            # held off every script (a quote), it goes on with the first from the same position
-            for rank, script in enumerate(following or alternatives[:1]):
-                nxt = script[len(written)] if len(written) < len(script) else self.tokenizer.eos_token_id
-                logits[i, -1, nxt] = max(float(logits[i, -1, nxt]), -float(rank))
-        out.logits = logits
-        return out
 
 
 def test_tool_loop(tokenizer):
@@ -249,21 +203,6 @@ def test_sampling_is_seeded(tokenizer):
     run = lambda c: generate(engine, [conversation("Ana?")] * 2, lambda *a: [], c)[0]["tokens"]  # noqa: E731
     assert run(cfg) == run(cfg)
     assert run(cfg) != run(GenerationConfig(max_new_tokens=15, temperature=1.0, seed=4))
-
-
-class BatchScriptedLM(ScriptedLM):
-    """A ScriptedLM that says the next set of scripts in each batch the engine starts (a retry is a new
-    batch of the rows being retried, in their order)."""
-
-    def __init__(self, tokenizer, batches):
-        super().__init__(tokenizer, batches[0])
-        self.batches, self.started = batches, 0
-
-    def forward(self, input_ids, attention_mask, **kwargs):
-        if kwargs["past_key_values"].get_seq_length() == 0:  # the engine begins a batch
-            self.script(self.batches[self.started])
-            self.started += 1
-        return super().forward(input_ids, attention_mask, **kwargs)
 
 
 def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):

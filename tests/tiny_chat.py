@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicLayer
 
-from cogcore.core.chat import render
+from cogcore.core.chat import ASSISTANT, END, render
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
 from cogcore.distill.tokenizer import train_tokenizer
 
@@ -140,3 +140,65 @@ def batch_rows(cache, width: int) -> list[int]:
     if cache.get_seq_length() == 0:
         cache.layers.append(_RowIds(width))  # the engine makes a new cache for every batch
     return next(layer.ids for layer in cache.layers if isinstance(layer, _RowIds))
+
+
+class ScriptedLM(torch.nn.Module):
+    """A real tiny Llama for the cache plumbing, whose logits are overridden to say each row's scripted
+    assistant turns. A turn is a string, or a list of strings in order of preference: the model puts its
+    highest logit on the next token of the first one that what it has written so far still follows, the
+    next highest on the next one's, and so on (held off every one, it goes on with the first from the
+    same position). It reads what it has written from the tokens the engine fed
+    it whose attention the mask still keeps (a line the engine took back no longer counts), and it sees
+    every token exactly once, as the engine feeds it, so it also proves that the engine never re-encodes
+    a prefix: a re-fed prefix would corrupt the histories it keeps."""
+
+    def __init__(self, tokenizer, scripts, noise: float = 0.0):
+        super().__init__()
+        self.noise = noise  # > 0: the tiny model's own logits, times this, are added (choices to sample)
+        self.inner = tiny_llama(tokenizer)
+        self.config = self.inner.config
+        self.tokenizer = tokenizer
+        self.script(scripts)
+        self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+
+    def script(self, scripts):
+        encode = lambda t: self.tokenizer(t + END, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.turns = [[[encode(a) for a in ([t] if isinstance(t, str) else t)] for t in s] for s in scripts]
+        self.fed = [[] for _ in scripts]  # every token fed, per row, one per attention column
+        self.history = [[] for _ in scripts]  # the tokens fed that are not padding
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new = attention_mask[:, -input_ids.shape[1] :].bool()
+        logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
+        for i, row in enumerate(rows):
+            self.fed[row] += input_ids[i].tolist()
+            self.history[row] += input_ids[i][new[i]].tolist()
+            live = [t for t, keep in zip(self.fed[row], attention_mask[i].tolist(), strict=True) if keep]
+            turn = live.count(self.assistant) - 1
+            header = max(j for j, t in enumerate(live) if t == self.assistant)
+            written = live[header + 1 :]
+            alternatives = self.turns[row][min(turn, len(self.turns[row]) - 1)]
+            following = [s for s in alternatives if s[: len(written)] == written]
+            # held off every script (a quote), it goes on with the first from the same position
+            for rank, script in enumerate(following or alternatives[:1]):
+                nxt = script[len(written)] if len(written) < len(script) else self.tokenizer.eos_token_id
+                logits[i, -1, nxt] = max(float(logits[i, -1, nxt]), -float(rank))
+        out.logits = logits + self.noise * out.logits.float() if self.noise else logits
+        return out
+
+
+class BatchScriptedLM(ScriptedLM):
+    """A ScriptedLM that says the next set of scripts in each batch the engine starts (a retry is a new
+    batch of the rows being retried, in their order)."""
+
+    def __init__(self, tokenizer, batches, noise: float = 0.0):
+        super().__init__(tokenizer, batches[0], noise)
+        self.batches, self.started = batches, 0
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        if kwargs["past_key_values"].get_seq_length() == 0:  # the engine begins a batch
+            self.script(self.batches[self.started])
+            self.started += 1
+        return super().forward(input_ids, attention_mask, **kwargs)
