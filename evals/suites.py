@@ -103,7 +103,8 @@ def recall_at_k(records: list[dict], questions: list[dict], retriever, k: int) -
 
 
 def hop_questions(question: dict) -> list[dict]:
-    """Each hop of a multi-hop world question asked on its own, as a lookup question."""
+    """Each hop of a multi-hop world question asked on its own, as a lookup question: like the world's own
+    lookups it carries its one hop, so that a system that reads hops (the oracle) can answer it."""
     return [
         {
             "id": f"{question['id']}-hop{i}",
@@ -112,6 +113,7 @@ def hop_questions(question: dict) -> list[dict]:
             "question": LOOKUP_QUESTIONS[hop["relation"]][0].format(s=hop["subject"]),
             "answers": [str(hop["object"])],
             "gold_passages": [hop["passage"]],
+            "hops": [hop],
         }
         for i, hop in enumerate(question["hops"])
     ]

@@ -91,6 +91,19 @@ def test_compositionality_gap_counts_multi_hop_failures_whose_hops_succeed(world
     assert compositionality_gap(LookupsOnly({}), failed, multi, retriever, passages)["G"] == 0.0
 
 
+def test_the_oracle_has_a_compositionality_gap_too(world):
+    """G asks a system each hop of the multi-hop questions it failed. The oracle reads a question's hops,
+    so the hop questions carry theirs (they once carried none: a KeyError once the oracle missed a hop).
+    Its multi-hop answers are marked failed here; it answers every hop on its own."""
+    questions, retriever, passages = world
+    multi = [q for q in questions if q["type"] in ("compose", "compare", "arithmetic")]
+    failed = [{"grade": "incorrect"} for _ in multi]
+    gap = compositionality_gap(Oracle(k=3, reformulations=2), failed, multi, retriever, passages)
+    assert gap == {"G": 1.0, "failed_multi_hop": len(multi), "hops_all_correct": len(multi)}
+    hop = hop_questions(multi[0])[0]
+    assert hop["hops"] == [multi[0]["hops"][0]] and hop["gold_passages"] == [multi[0]["hops"][0]["passage"]]
+
+
 def test_questions_file_errors_name_the_line(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"question": "Who?", "answers": ["A"]}\n{"question": "Why?", "answers": "B"}\n')
