@@ -51,7 +51,7 @@ from cogcore.core.assistant import (
     assistant_generation,
     load_assistant,
 )
-from cogcore.core.engine import GenerationConfig
+from cogcore.core.generation import GenerationConfig
 from cogcore.core.tools import SEARCH, SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
