@@ -27,6 +27,11 @@ ALTERNATIVES = 3  # tokens a branching retry may take at a choice, besides the m
 UNLIKELY = 1e-3  # a token the model gives less probability than this is no branch: a retry would waste a try
 
 
+def _continues(piece: str, rest: str) -> bool:
+    """Whether a token's text keeps a line on `rest`: it begins it, or ends it and goes on after."""
+    return rest.startswith(piece) or piece.startswith(rest)
+
+
 class Vocab:
     """Each token id's text as it reads after another token (decoding a SentencePiece token alone drops
     its leading space), and which ids begin with `[`; built when first asked, once per engine."""
@@ -49,14 +54,12 @@ class Vocab:
     def fits(self, token: int, rests: list[str]) -> bool:
         """Whether the token continues one of the `rests` (what is left of the lines being quoted)."""
         piece = self.piece(token)
-        return bool(piece) and any(rest.startswith(piece) or piece.startswith(rest) for rest in rests)
+        return bool(piece) and any(_continues(piece, rest) for rest in rests)
 
     def lines(self, token: int, rests: list[str]) -> set[int]:
         """Which of the `rests` the token continues."""
         piece = self.piece(token)
-        return {
-            n for n, rest in enumerate(rests) if piece and (rest.startswith(piece) or piece.startswith(rest))
-        }
+        return {n for n, rest in enumerate(rests) if piece and _continues(piece, rest)}
 
     def brackets(self, width: int) -> torch.Tensor:
         """A mask of the `width` logits: True where the token begins with `[` (a citation)."""

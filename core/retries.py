@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from cogcore.core.engine import CitableFn, Doubt, Engine, SearchFn
+    from cogcore.core.engine import CitableFn, Doubt, Engine, SearchFn, TokenFn
     from cogcore.core.generation import GenerationConfig
 
 _WINDOW = 16  # choices before a fault whose doubts its retries branch at
@@ -76,7 +76,7 @@ def answer(
     verifiers: list[Verifier],
     citable: Callable[[GenerationConfig], CitableFn | None],
     locate: bool = False,
-    on_token=None,
+    on_token: TokenFn | None = None,
 ) -> list[dict]:
     """Answer each conversation with the engine and retry, up to `cfg.retries` times, each answer that
     fails a verifier (never a streamed one: it has been shown already, nor with `run_tools=False`). Keeps
