@@ -10,6 +10,7 @@ still offered (a server's clients may run it themselves) but finds nothing here.
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +81,24 @@ def speaks_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
     except Exception:  # a foreign Jinja template can fail in any way on a tool call: it does not speak ours
         return False
     return f"{CALL}{call['function']['arguments']}{END_CALL}" in text
+
+
+def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The strings `tokenizer` turns into one special token wherever they appear in text, longest first."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return sorted(set(added) | set(tokenizer.all_special_tokens), key=len, reverse=True)
+
+
+def inert(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
+    """`text` from a person or a client (a user turn, a tool result) with each special-token string in it
+    spelled so that it tokenizes as plain text: `<|end|>` becomes `&lt;|end|&gt;`, as documents are escaped
+    (core.tools.escape); one without angle brackets gets a zero-width space after its first character.
+    Special tokens then enter a prompt only through the chat template."""
+    specials = special_strings(tokenizer)
+    while hit := next((t for t in specials if t in text), None):
+        spelled = html.escape(hit, quote=False)
+        text = text.replace(hit, spelled if spelled != hit else f"{hit[0]}\u200b{hit[1:]}")
+    return text
 
 
 def load_search(index: str, rcfg: DictConfig, collection: str | None) -> tuple[Searcher, str]:
@@ -293,7 +312,8 @@ class Session:
         cancel: threading.Event | None = None,
     ) -> Reply:
         engine = self.assistant.engine
-        conversation = fit_window(engine, self.history + [{"role": "user", "content": question}], self.budget)
+        asked = {"role": "user", "content": inert(engine.tokenizer, question)}
+        conversation = fit_window(engine, self.history + [asked], self.budget)
         stream = TextStream(engine.tokenizer, engine.end_ids, emit, max_tokens=self.max_tokens, cancel=cancel)
         show = None if on_search is None else (lambda _, search: on_search(search))
         (reply,) = answer(self.assistant, [conversation], self.gcfg, [stream], show)

@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 from omegaconf import DictConfig
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cogcore.core.assistant import (
     Assistant,
@@ -49,6 +50,7 @@ from cogcore.core.assistant import (
     TextStream,
     answer,
     assistant_generation,
+    inert,
     load_assistant,
 )
 from cogcore.core.generation import GenerationConfig
@@ -189,16 +191,44 @@ def _text(message: Message, i: int) -> str | None:
     return message.content
 
 
+def _answered_call(m: Message, i: int, open_calls: list[str]) -> str:
+    """The id of the call tool message `m` (messages[i]) answers: one of the last assistant turn's calls
+    that no tool message answered yet."""
+    if not m.tool_call_id:
+        raise ApiError(
+            400,
+            f"messages[{i}]: a tool message needs tool_call_id, the id of the tool call it answers",
+            f"messages[{i}].tool_call_id",
+        )
+    if m.tool_call_id not in open_calls:
+        waiting = f"the calls waiting for a result are {open_calls}" if open_calls else "no call is waiting"
+        raise ApiError(
+            400,
+            f"messages[{i}].tool_call_id={m.tool_call_id!r} answers no call of the assistant turn before "
+            f"it ({waiting})",
+            f"messages[{i}].tool_call_id",
+        )
+    open_calls.remove(m.tool_call_id)
+    return m.tool_call_id
+
+
 def conversation(request: ChatRequest, assistant: Assistant, client_tools: bool) -> list[dict]:
     """The request's messages as the engine's chat messages, opened with cogcore's system prompt when the
-    model has the search tool and the client sent no system message."""
-    messages = []
+    model has the search tool and the client sent no system message. Every text the client sent is made
+    inert (core.assistant.inert): special tokens enter the prompt only through the chat template."""
+    tokenizer, messages, open_calls = assistant.engine.tokenizer, [], []
     for i, m in enumerate(request.messages):
-        message = {"role": "system" if m.role == "developer" else m.role, "content": _text(m, i)}
+        text = _text(m, i)
+        content = None if text is None else inert(tokenizer, text)
+        message = {"role": "system" if m.role == "developer" else m.role, "content": content}
+        if m.role == "assistant":
+            open_calls = [call.id for call in m.tool_calls or []]
         if m.tool_calls:
             message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+            for call in message["tool_calls"]:
+                call["function"]["arguments"] = inert(tokenizer, call["function"]["arguments"])
         if m.role == "tool":
-            message.update(tool_call_id=m.tool_call_id or "", name=m.name or SEARCH)
+            message.update(tool_call_id=_answered_call(m, i, open_calls), name=m.name or SEARCH)
         messages.append(message)
     allowed = ("user", "tool") if client_tools else ("user",)
     if messages[-1]["role"] not in allowed:
@@ -250,9 +280,24 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         errors = e.errors()
+        broken = next((error for error in errors if error["type"] == "json_invalid"), None)
+        if broken is not None:  # its loc is ("body", <character>): no field to name
+            at, why = broken["loc"][-1], broken.get("ctx", {}).get("error", broken["msg"])
+            return error_body(400, f"the request body is not valid JSON: {why} at character {at}")
         where = [".".join(str(x) for x in error["loc"] if x != "body") for error in errors]
         message = "; ".join(f"{w or 'body'}: {error['msg']}" for w, error in zip(where, errors, strict=True))
         return error_body(400, message, where[0] if where else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        routes = "POST /v1/chat/completions, GET /v1/models and GET /health"
+        if e.status_code == 404:
+            message = f"no such path: {request.url.path}; this server answers {routes}"
+        elif e.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; this server answers {routes}"
+        else:
+            message = str(e.detail)
+        return error_body(e.status_code, message, code="unknown_url" if e.status_code == 404 else None)
 
     def authorized(request: Request) -> None:
         if cfg.api_key is None:
@@ -276,18 +321,28 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
         return {"object": "list", "data": [model]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
-    async def completions(request: ChatRequest):
+    async def completions(request: ChatRequest, http: Request):
         job = prepare(request)
         batcher.submit(job)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": assistant.name}
         if request.stream:
             return StreamingResponse(sse(job, meta), media_type="text/event-stream")
-        while True:
-            kind, value = await job.events.get()
-            if kind == "error":
-                raise ApiError(500, f"the engine failed: {value}")
-            if kind == "done":
-                return completion(value, meta)
+        left = asyncio.ensure_future(_disconnected(http))
+        try:
+            while True:
+                event = asyncio.ensure_future(job.events.get())
+                await asyncio.wait((event, left), return_when=asyncio.FIRST_COMPLETED)
+                if not event.done():  # the client went away: its row stops at its next token
+                    event.cancel()
+                    job.cancel.set()
+                    return None
+                kind, value = event.result()
+                if kind == "error":
+                    raise ApiError(500, f"the engine failed: {value}")
+                if kind == "done":
+                    return completion(value, meta)
+        finally:
+            left.cancel()
 
     def prepare(request: ChatRequest) -> Job:
         if request.model != assistant.name:
@@ -344,6 +399,12 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
         return Job(messages, gcfg, stream, push, events, cancel)
 
     return app
+
+
+async def _disconnected(http: Request) -> None:
+    """Returns when the client of a request whose body has been read closes its connection."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _search(search: Search) -> dict:
