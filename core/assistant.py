@@ -58,6 +58,7 @@ class Reply:
     stop: str  # the engine's reason (answer, stopped, context, ...)
     prompt_tokens: int
     completion_tokens: int  # tokens the model wrote (tool results not counted)
+    tries: int = 1  # answers drawn: more than one when a verified answer was retried (generation.retries)
 
 
 # The engine's reasons, in the words of an OpenAI `finish_reason`.
@@ -230,7 +231,12 @@ def answer(
     on_search: Callable[[int, Search], None] | None = None,
 ) -> list[Reply]:
     """Answer a batch of conversations in one engine call; `streams[i]` sees row i's tokens as they are
-    written and `on_search(i, search)` each search row i runs."""
+    written and `on_search(i, search)` each search row i runs.
+
+    With `gcfg.retries` and no stream showing text as it comes (a non-streamed request), the verified
+    decoder answers: an answer that fails its checks is drawn again (core.retries), and each stream is fed
+    the kept answer's tokens afterwards, so stop strings and max_tokens cut its text the same way. Such
+    rows see no token while they run, so a set cancel flag stops them only once they are done."""
     searches: list[list[Search]] = [[] for _ in conversations]
 
     def search(row: int, query: str, k: int) -> list[dict]:
@@ -241,9 +247,14 @@ def answer(
             on_search(row, searches[row][-1])
         return passages
 
-    outs = generate(
-        assistant.engine, conversations, search, gcfg, on_token=lambda row, token: streams[row](token)
-    )
+    verified = gcfg.retries > 0 and all(stream.emit is None for stream in streams)
+    on_token = None if verified else (lambda row, token: streams[row](token))
+    outs = generate(assistant.engine, conversations, search, gcfg, on_token=on_token)
+    if verified:
+        for out, stream in zip(outs, streams, strict=True):
+            written = out["tokens"][out["prompt_tokens"] :]
+            chosen = (token for token, sampled in zip(written, out["sampled"], strict=True) if sampled)
+            next((True for token in chosen if stream(token)), None)
     return [
         Reply(
             text=stream.text,
@@ -254,6 +265,7 @@ def answer(
             stop=out["stop"],
             prompt_tokens=out["prompt_tokens"],
             completion_tokens=sum(out["sampled"]),
+            tries=out["tries"],
         )
         for conversation, out, stream, found in zip(conversations, outs, streams, searches, strict=True)
     ]

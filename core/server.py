@@ -387,6 +387,8 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
             )
         asked = {"temperature": request.temperature, "top_p": request.top_p, "seed": request.seed}
         sampling = {key: value for key, value in asked.items() if value is not None}
+        if request.stream:  # what a stream shows cannot be taken back: one try (core.retries)
+            sampling["retries"] = 0
         gcfg = assistant_generation(assistant, cfg, run_tools=not client_tools, **sampling)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
@@ -423,6 +425,7 @@ def _cogcore(reply: Reply) -> dict:
         "searches": [_search(s) for s in reply.searches],
         "citations": reply.citations,
         "messages": reply.messages,
+        "tries": reply.tries,
     }
 
 

@@ -346,3 +346,31 @@ def test_a_model_without_cogcore_tool_calls_is_served_without_search(tmp_path):
         assert answered.status_code == 200 and answered.json()["cogcore"]["searches"] == []
         refused = http.post("/v1/chat/completions", json={**body, "tools": [SEARCH_TOOL]})
         assert refused.status_code == 400 and "served without tools" in refused.json()["error"]["message"]
+
+
+def test_a_configured_verified_decoder_retries_non_streamed_answers_and_records_the_tries(tmp_path):
+    from fastapi.testclient import TestClient
+
+    tokenizer = tiny_tokenizer()
+    # It searches, then guesses an answer its passage does not hold: every try fails the check, and the
+    # sampled retries (retry_temperature > 0) of a rule-bound model write the same answer again.
+    guesser = RuleLM(
+        tokenizer, lambda context: librarian(context).split("[")[0] or "I guess.\nAnswer: purple"
+    )
+    assistant = Assistant(Engine(guesser, tokenizer), library, "librarian")
+    overrides = ("generation.retries=2", "generation.retry_temperature=0.5")
+    question = {"model": "librarian", "messages": [{"role": "user", "content": "What do cats do?"}]}
+    with TestClient(create_app(assistant, make_cfg("serve", tmp_path, *overrides))) as http:
+        verified = http.post("/v1/chat/completions", json=question).json()
+        assert verified["cogcore"]["tries"] == 3
+        streamed = http.post("/v1/chat/completions", json={**question, "stream": True}).text
+        last = json.loads(streamed.split("data: ")[-2])
+        assert last["cogcore"]["tries"] == 1  # a stream is one try: what it showed cannot be taken back
+        assert verified["choices"][0]["message"]["content"] == last["cogcore"]["messages"][-1][
+            "content"
+        ].join(["Let me look that up.\n", ""])
+        stopped = http.post("/v1/chat/completions", json={**question, "stop": ["Answer:"]}).json()
+        assert stopped["choices"][0]["finish_reason"] == "stop" and stopped["cogcore"]["tries"] == 3
+        assert "Answer" not in stopped["choices"][0]["message"]["content"]
+    with TestClient(create_app(assistant, make_cfg("serve", tmp_path))) as http:  # generation: default
+        assert http.post("/v1/chat/completions", json=question).json()["cogcore"]["tries"] == 1
