@@ -7,8 +7,11 @@ job's own primary config from `cogcore/conf/`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
+
+from omegaconf import OmegaConf
 
 # job -> (module, function, one line for `cogcore --help`)
 JOBS = {
@@ -56,6 +59,53 @@ def moved_key(job: str, overrides: list[str]) -> str | None:
     return None
 
 
+def unknown_key(job: str, overrides: list[str]) -> str | None:
+    """The error for an override of a key the job's config does not have, naming the closest real key
+    (Hydra alone suggests appending it with `+`, which invites the typo in); None when the overrides
+    compose, or fail for another reason, which Hydra then reports."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    with initialize_config_module("cogcore.conf", version_base=None):
+        try:
+            compose(config_name=job, overrides=overrides)
+            return None
+        except ConfigCompositionException as e:
+            if not isinstance(e.__cause__, ConfigAttributeError | ConfigKeyError):
+                return None
+            missing = e.__cause__.full_key  # the key itself, or the first part of it that is missing
+            key = next(
+                k for k in (arg.split("=", 1)[0] for arg in overrides) if f"{k}.".startswith(f"{missing}.")
+            )
+            rest = [arg for arg in overrides if arg.split("=", 1)[0] != key]
+            try:
+                cfg = compose(config_name=job, overrides=rest)
+            except ConfigCompositionException:
+                return None
+    keys = _dotted(OmegaConf.to_container(cfg, resolve=False))
+    # close as a whole and in its last part (a shared `generation.` makes any two of its keys look alike)
+    leaf = key.rpartition(".")[2]
+    close = [
+        k
+        for k in difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+        if difflib.SequenceMatcher(None, leaf, k.rpartition(".")[2]).ratio() >= 0.6
+    ]
+    where = key.rpartition(".")[0]
+    siblings = ", ".join(k for k in keys if k.rpartition(".")[0] == where)
+    hint = f"did you mean {close[0]}?" if close else f"the keys of {where or 'the config'} are: {siblings}"
+    return f"cogcore {job}: {key} is not a key of its config; {hint} (`cogcore {job} --cfg job` shows all)"
+
+
+def _dotted(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in node.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict):
+            keys += _dotted(value, f"{prefix}{name}.")
+    return keys
+
+
 USAGE = """usage: cogcore <job> [key=value ...] [-m] [--help]
 
 Jobs (each a Hydra app with its own config in cogcore/conf/<job>.yaml):
@@ -97,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     if moved:
         print(moved, file=sys.stderr)
         sys.exit(2)
+
+    if not any(arg.startswith("-") for arg in rest):  # hydra's own flags (-m, --cfg) compose otherwise
+        unknown = unknown_key(name, rest)
+        if unknown:
+            print(unknown, file=sys.stderr)
+            sys.exit(2)
 
     import hydra
 
