@@ -21,6 +21,7 @@ The same run through lm-eval's command line (the wrapper registers the model fir
 from __future__ import annotations
 
 from dataclasses import asdict
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -169,6 +170,29 @@ def export_tasks(
     atomic_write_text(out / f"{name_prefix}.yaml", yaml.dump(group, Dumper=_Dumper, sort_keys=False))
     atomic_write_text(out / "utils.py", UTILS)
     return name_prefix
+
+
+def tasks_for_command_line(argv: list[str]) -> str | None:
+    """Before lm-eval's own command line runs (evals/lm_eval_cli.py): when `--include_path` names a run's
+    `<run_dir>/evals/lm_eval/tasks` that holds no cogcore tasks yet, export the suites there over the run's
+    `eval.split` questions, as `cogcore eval eval.backend=lm_eval` would, so that the README's command
+    works on a fresh run. Returns a line saying what it wrote, or None."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--include_path=")]
+    given += [b for a, b in zip(argv, argv[1:], strict=False) if a == "--include_path"]
+    if not given:
+        return None
+    tasks = Path(given[-1]).expanduser()
+    if tasks.parts[-3:] != ("evals", "lm_eval", "tasks") or (tasks / "cogcore.yaml").exists():
+        return None
+    split = OmegaConf.create((files("cogcore.conf") / "eval" / "default.yaml").read_text()).split
+    questions = tasks.parents[2] / "world" / "questions" / f"{split}.jsonl"
+    if not questions.exists():
+        raise SystemExit(
+            f"--include_path {given[-1]}: no cogcore tasks there, and no {questions} to export them from; "
+            "run `cogcore eval eval.backend=lm_eval` for other questions, or export_tasks(questions, folder)"
+        )
+    export_tasks(questions, tasks)
+    return f"lm_eval_cli: exported the cogcore tasks over {questions} into {tasks}"
 
 
 # --- the job -------------------------------------------------------------------------------------------
