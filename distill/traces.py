@@ -26,7 +26,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogcore.core.io import DataError, JsonlAppender, atomic_write_json, iter_qa, read_jsonl, sha256_file
+from cogcore.core.io import (
+    DataError,
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_text,
+    iter_qa,
+    read_jsonl,
+    sha256_file,
+)
 from cogcore.core.stage import decide
 from cogcore.core.trace import Rejected
 from cogcore.distill.filtering import TraceFilter
@@ -223,11 +231,15 @@ def traces(cfg: DictConfig) -> Path:
     atomic_write_json(manifest_path, manifest)
     teacher_stats = f" ({', '.join(f'{k} {v}' for k, v in sorted(stats.items()))})" if stats else ""
     print(f"traces: {manifest['kept']} kept, {manifest['rejected']} rejected{teacher_stats} -> {out}")
+    unanswered = out / "unanswered.txt"  # '<id>: <last error>' per question the endpoint never answered
     if failures:
+        atomic_write_text(unanswered, "".join(f"{line}\n" for line in failures))
         raise EndpointError(
-            f"traces: {len(failures)} questions got no response from {tcfg.client.base_url} (first: "
-            f"{failures[0]}); they are in neither file: run the same command again to retry them"
+            f"traces: {len(failures)} questions got no response from {tcfg.client.base_url}, each listed "
+            f"with its last error in {unanswered} (first: {failures[0]}); they are in neither traces file: "
+            "run the same command again to retry them"
         )
+    unanswered.unlink(missing_ok=True)  # a resumed run answered them
     return out
 
 

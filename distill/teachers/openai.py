@@ -31,6 +31,7 @@ import asyncio
 import email.utils
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -103,6 +104,11 @@ class Endpoint:
         self.cfg = tcfg.client
         self.cache_dir = cache_dir
         self.stats = stats
+        # The openai client's HTTP library (httpx, httpx2 in recent releases) logs each request at INFO,
+        # which Hydra's logging shows: a line per request between the progress bar's updates. Failures are
+        # counted in `stats` and reported at the end instead.
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.client = AsyncOpenAI(
             base_url=self.cfg.base_url, api_key=api_key(self.cfg), max_retries=0, timeout=self.cfg.timeout
         )
