@@ -1,5 +1,6 @@
-"""Accuracy of a trained student on held-out-world questions, answered through the tool-loop engine
-with live retrieval (the student searches its world's collection of the index).
+"""Accuracy of a trained student on unseen-world questions, answered through the tool-loop engine
+with live retrieval (the student searches its world's collection of the index). Engine choices are
+made on the validation worlds (the default `--split`); `--split heldout` only reports.
 
     .venv/bin/python benchmarks/student_accuracy.py --run-dir runs/demo [--limit 0] [--batch 32] \
         [--samples out.jsonl] [--max-new-tokens N] [--free-quotes] [--retries N] [--steps 0|1] ...
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--samples", help="write every question's record (trace, prediction, grade) here")
+    parser.add_argument("--split", default="validation", help="validation (tune here) | heldout (report)")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions (0: all)")
     parser.add_argument("--batch", type=int, default=32)
     # Each generation setting defaults to eval.generation's.
@@ -60,7 +62,7 @@ def main() -> None:
     retriever = Retriever.load(f"{args.run_dir}/index", rcfg)
     model, tokenizer = load_model(f"{args.run_dir}/student")
     student = ToolUser("student", Engine(model, tokenizer), gen, batch=args.batch)
-    questions = read_jsonl(f"{args.run_dir}/world/questions/heldout.jsonl")
+    questions = read_jsonl(f"{args.run_dir}/world/questions/{args.split}.jsonl")
     questions = questions[: args.limit] if args.limit else questions
 
     # The T suite of `cogcore eval`: live search in each question's own world.

@@ -82,7 +82,9 @@ def answer(
     fails a verifier (never a streamed one: it has been shown already, nor with `run_tools=False`). Keeps
     the first answer that passes every verifier, else the first that passes the first one, else the first
     one. `citable(cfg)`: the quote constraint for a try generated with `cfg` (retries may narrow it).
-    Per row: the engine's output (less its doubts and turns) plus "tries"."""
+    Per row: the engine's output (less its doubts and turns) plus "tries", and "first" ({"messages",
+    "stop"} of the first try) where the answer kept is a retry: the first try is exactly the answer
+    generated without retries (evals score it as T@1)."""
     branching = cfg.retry_temperature <= 0
     retry = on_token is None and cfg.run_tools and cfg.retries > 0
     out = engine.generate(
@@ -94,6 +96,7 @@ def answer(
         doubts=retry and branching and cfg.temperature <= 0,
     )
     tries = [1] * len(out)
+    first = list(out)
     verdicts = {i: _judge(verifiers, r["messages"]) for i, r in enumerate(out)} if retry else {}
     pending = [i for i, v in verdicts.items() if not all(x.passed for x in v)]
     backed = {i: verdicts[i][0].passed for i in pending}  # whether the answer kept so far passes the first
@@ -133,9 +136,12 @@ def answer(
                 if None not in (repairs[i].mark, further.mark) and further.mark > repairs[i].mark:
                     repairs[i] = further
         pending = still
-    for r in out:
+    for r in {id(r): r for r in first + out}.values():
         del r["doubts"], r["turns"]
-    return [r | {"tries": n} for r, n in zip(out, tries, strict=True)]
+    return [
+        r | {"tries": n} | ({} if r is f else {"first": {"messages": f["messages"], "stop": f["stop"]}})
+        for r, n, f in zip(out, tries, first, strict=True)
+    ]
 
 
 def _judge(verifiers: list[Verifier], messages: list[dict]) -> list[Verdict]:

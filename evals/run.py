@@ -19,17 +19,33 @@ from omegaconf import DictConfig, OmegaConf
 from cogcore.core.generation import GenerationConfig, generation_config
 from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, sha256_file
 from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
-from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_suite
+from cogcore.evals.suites import SUITES, at_one, compositionality_gap, recall_at_k, run_suite
 
 
-def load_questions(path: Path, limit: int | None) -> list[dict]:
+def load_questions(path: Path, limit: int | None, per_type: int | None = None) -> list[dict]:
     """World questions or a user QA file (checked line by line as `cogcore traces data=qa` checks it), with
-    every field kept: `world`, `gold_passages` and `hops` are what the suites need."""
+    every field kept: `world`, `gold_passages` and `hops` are what the suites need. `per_type`: only the
+    first that many of each question type (every world's share drawn in turn), then `limit`."""
     from cogcore.core.io import iter_qa
 
     if not path.exists():
-        raise DataError(f"{path}: no questions; run `cogcore world` or set eval.questions=<file.jsonl>")
+        raise DataError(
+            f"{path}: no questions; run `cogcore world` (a world written before validation worlds existed "
+            "has no validation.jsonl: run it again) or set eval.questions=<file.jsonl>"
+        )
     questions = list(iter_qa(path))
+    if per_type:
+        by_world: dict = {}
+        for q in questions:
+            by_world.setdefault((q.get("type", "qa"), q.get("world")), []).append(q)
+        kept, taken = [], {}
+        for rank in range(max(map(len, by_world.values()), default=0)):  # round robin over the worlds
+            for (qtype, _), group in by_world.items():
+                if rank < len(group) and taken.get(qtype, 0) < per_type:
+                    kept.append(group[rank])
+                    taken[qtype] = taken.get(qtype, 0) + 1
+        order = {id(q): i for i, q in enumerate(questions)}
+        questions = sorted(kept, key=lambda q: order[id(q)])
     return questions[:limit] if limit else questions
 
 
@@ -82,15 +98,26 @@ def build_systems(cfg: DictConfig) -> list:
     return systems
 
 
+ONE_TRY = ("T", "R")  # the suites also scored at the first try, as T@1 and R@1
+SCORED = (*SUITES, *(f"{s}@1" for s in ONE_TRY))
+
+
 def _ci(records: list[dict], seed: int) -> list[float]:
     return list(bootstrap_ci([r["grade"] == CORRECT for r in records], seed=seed))
 
 
+def _mean_tries(records: list[dict]) -> float:
+    return sum(r["tries"] for r in records) / len(records)
+
+
 def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) -> tuple[dict, dict]:
-    """The system's leaderboard entry and its graded records per suite."""
+    """The system's leaderboard entry and its graded records per suite. Every number of it is recomputable
+    from the records: a suite's grades, their `at1` grades for T@1 and R@1, and their tries."""
     runs = {s: run_suite(system, s, questions, retriever, passages) for s in ecfg.suites}
-    summaries = {s: summarize(run["records"]) for s, run in runs.items()}
-    scores = {s: summaries[s]["overall"]["accuracy"] if s in summaries else None for s in SUITES}
+    graded = {s: run["records"] for s, run in runs.items()}
+    graded |= {f"{s}@1": at_one(graded[s]) for s in ONE_TRY if s in graded}
+    summaries = {s: summarize(records) for s, records in graded.items()}
+    scores = {s: summaries[s]["overall"]["accuracy"] if s in summaries else None for s in SCORED}
     scores["D"] = summaries["K"]["overall"]["deferral"] if "K" in summaries else None
     scores["recall@5"] = scores["G"] = None
     if "T" in runs and retriever is not None and system.searches:
@@ -99,21 +126,24 @@ def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) ->
     if "T" in runs and retriever is not None:
         gap = compositionality_gap(system, runs["T"]["records"], questions, retriever, passages)
         scores["G"] = gap["G"]
-    types = sorted({q["type"] for q in questions})
-    by_type = {
-        t: {
+    types = sorted({q.get("type", "qa") for q in questions})
+    by_type = {}
+    for t in types:
+        of_type = {s: [r for r in records if r["type"] == t] for s, records in graded.items()}
+        by_type[t] = {
             **{s: summaries[s][t]["accuracy"] for s in summaries},
             "D": summaries["K"][t]["deferral"] if "K" in summaries else None,
+            "ci": {s: _ci(records, ecfg.seed) for s, records in of_type.items()},
+            "tries": {s: _mean_tries(of_type[s]) for s in runs},
         }
-        for t in types
-    }
     t_run = runs.get("T")
     entry = {
         "name": system.name,
         "params": system.params,
         "scores": scores,
         "by_type": by_type,
-        "ci": {s: _ci(run["records"], ecfg.seed) for s, run in runs.items()},
+        "ci": {s: _ci(records, ecfg.seed) for s, records in graded.items()},
+        "tries": {s: _mean_tries(run["records"]) for s, run in runs.items()},
         "questions_per_s": len(questions) / t_run["seconds"] if t_run and t_run["seconds"] > 0 else None,
         "grades": {
             s: {k: summaries[s]["overall"][k] for k in ("correct", "incorrect", "not_attempted")}
@@ -126,7 +156,7 @@ def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) ->
 
 def _board_entry(entry: dict) -> dict:
     """What the leaderboard shows of a system's entry (results.json keeps the rest)."""
-    return {k: entry[k] for k in ("name", "params", "scores", "by_type", "ci", "questions_per_s")}
+    return {k: entry[k] for k in ("name", "params", "scores", "by_type", "ci", "tries", "questions_per_s")}
 
 
 def write_samples(out: Path, name: str, records: dict[str, list[dict]]) -> None:
@@ -165,7 +195,7 @@ def evaluate(cfg: DictConfig) -> Path:
     qpath = (
         Path(ecfg.questions) if ecfg.questions else run_dir / "world" / "questions" / f"{ecfg.split}.jsonl"
     )
-    questions = load_questions(qpath, ecfg.limit)
+    questions = load_questions(qpath, ecfg.limit, ecfg.get("per_type"))
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     corpus = run_dir / "world" / "corpus.jsonl"
     retriever = None

@@ -6,6 +6,8 @@ built from them.
     T  tool          live retrieval from the index, in the question's own collection
     D  deferral      from K: not_attempted / (not_attempted + incorrect)
     recall@k         the retriever's recall of the gold passages for the queries the system wrote in T
+    T@1, R@1         T and R at the first try: one answer, no retries, step checks or linked support
+                     (a system without retries: T@1 = T); "tries" counts the tries per question
     G  compositionality gap: of the multi-hop questions failed in T, the share whose single hops, each
                      asked as a lookup question, all succeed in T
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import json
 import time
+
+from tqdm import tqdm
 
 from cogcore.core.tools import SearchUnavailable
 from cogcore.core.worlds.world import LOOKUP_QUESTIONS
@@ -58,18 +62,58 @@ def search_for(suite: str, questions: list[dict], retriever, passages: dict[str,
     return search
 
 
-def run_suite(system, suite: str, questions: list[dict], retriever, passages: dict[str, dict]) -> dict:
-    """Answer every question under the suite; graded records (with their traces) and timing."""
+class Progress:
+    """A system's progress through a suite, as a tqdm bar of questions answered with the tries spent: a
+    system calls `done(traces)` as each batch of answers is finished."""
+
+    def __init__(self, name: str, suite: str, total: int):
+        self.bar = tqdm(total=total, desc=f"eval {name} {suite}", unit="q", mininterval=2.0)
+        self.tries = 0
+
+    def done(self, traces: list[dict]) -> None:
+        self.tries += sum(t.get("tries", 1) for t in traces)
+        self.bar.set_postfix(tries=self.tries, refresh=False)
+        self.bar.update(len(traces))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_suite(
+    system, suite: str, questions: list[dict], retriever, passages: dict[str, dict], label: str | None = None
+) -> dict:
+    """Answer every question under the suite, showing progress (as `label`, default the suite); graded
+    records (with their traces) and timing."""
     search = search_for(suite, questions, retriever, passages)
+    progress = Progress(system.name, label or suite, len(questions))
     started = time.perf_counter()
-    traces = system.answer(questions, search)
+    try:
+        traces = system.answer(questions, search, progress.done)
+    finally:
+        progress.close()
     seconds = time.perf_counter() - started
     records = []
     for q, trace in zip(questions, traces, strict=True):
-        last = trace["messages"][-1]
-        final = last["content"] if last["role"] == "assistant" else None
-        records.append({**score(final, {**q, "type": q.get("type", "qa")}), "suite": suite, **trace})
+        q = {**q, "type": q.get("type", "qa")}
+        record = {**score(final_text(trace["messages"]), q), "suite": suite, **trace}
+        # The one-try score (T@1, R@1): the first try where a retry was kept, else the answer itself (a
+        # system without retries, or an answer right or kept at its first try).
+        first = score(final_text(trace["first"]["messages"]), q) if "first" in trace else record
+        record["at1"] = {k: first[k] for k in ("prediction", "grade", "em", "f1")}
+        record.setdefault("tries", 1)
+        records.append(record)
     return {"records": records, "seconds": seconds}
+
+
+def final_text(messages: list[dict]) -> str | None:
+    """The content of a trace's final assistant turn (None when it ends otherwise)."""
+    last = messages[-1]
+    return last["content"] if last["role"] == "assistant" else None
+
+
+def at_one(records: list[dict]) -> list[dict]:
+    """The records as graded at the first try (what `summarize` reads of them)."""
+    return [{**r, **r["at1"]} for r in records]
 
 
 def queries_of(messages: list[dict]) -> list[str]:
@@ -131,7 +175,8 @@ def compositionality_gap(system, t_records: list[dict], questions: list[dict], r
         return {"G": None, "failed_multi_hop": 0, "hops_all_correct": 0}
     hops = [hop_questions(q) for q in failed]
     flat = [h for group in hops for h in group]
-    graded = iter(r["grade"] == CORRECT for r in run_suite(system, "T", flat, retriever, passages)["records"])
+    records = run_suite(system, "T", flat, retriever, passages, label="G (hops, T)")["records"]
+    graded = iter(r["grade"] == CORRECT for r in records)
     all_correct = sum(all([next(graded) for _ in group]) for group in hops)
     return {"G": all_correct / len(failed), "failed_multi_hop": len(failed), "hops_all_correct": all_correct}
 

@@ -1,8 +1,10 @@
 """The systems the leaderboard compares, all answering the same questions through one interface:
 
-    system.answer(questions, search) -> one trace per question (messages + "stop")
+    system.answer(questions, search, done) -> one trace per question (messages, "stop", "tries" and, where
+                                             a retry was kept, the "first" try)
 
-where `search(row, query, k)` is the suite's search function (core/engine.py's SearchFn): it returns
+where `done(traces)` is told of each batch of answers as it is finished (the eval's progress bar), and
+`search(row, query, k)` is the suite's search function (core/engine.py's SearchFn): it returns
 passages, or raises SearchUnavailable in the closed-book suite. A system that cannot search gets
 `search.gold(row)`, the question's gold passages, in its prompt in the reasoning suite (DESIGN, R).
 
@@ -18,6 +20,7 @@ passages, or raises SearchUnavailable in the closed-book suite. A system that ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cogcore.core.engine import Engine, SearchFn
@@ -39,12 +42,20 @@ def closed_book_question(question: dict) -> str:
     )
 
 
-def _generate(engine: Engine, conversations: list[list[dict]], search, gen: GenerationConfig, batch: int):
+Done = Callable[[list[dict]], None]
+
+
+def _generate(
+    engine: Engine, conversations: list[list[dict]], search, gen: GenerationConfig, batch: int, done: Done
+):
+    keep = ("messages", "stop", "tries", "first")  # "first": the first try, where a retry was kept
     out = []
     for start in range(0, len(conversations), batch):
         rows = conversations[start : start + batch]
-        out += generate(engine, rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
-    return [{"messages": r["messages"], "stop": r["stop"], "tries": r["tries"]} for r in out]
+        got = generate(engine, rows, lambda i, query, k, start=start: search(start + i, query, k), gen)
+        out += [{k: r[k] for k in keep if k in r} for r in got]
+        done(out[start:])
+    return out
 
 
 @dataclass
@@ -56,15 +67,16 @@ class ToolUser:
     params: int | None = None
     searches: bool = True
 
-    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
-        return _generate(self.engine, [conversation(q) for q in questions], search, self.gen, self.batch)
+    def answer(self, questions: list[dict], search: SearchFn, done: Done = lambda traces: None) -> list[dict]:
+        conversations = [conversation(q) for q in questions]
+        return _generate(self.engine, conversations, search, self.gen, self.batch, done)
 
 
 @dataclass
 class RetrieveThenRead(ToolUser):
     k: int = 3
 
-    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+    def answer(self, questions: list[dict], search: SearchFn, done: Done = lambda traces: None) -> list[dict]:
         conversations = []
         for row, q in enumerate(questions):
             call = search_call("call_0", q["question"], self.k)
@@ -82,14 +94,14 @@ class RetrieveThenRead(ToolUser):
         # max_tool_calls=0: a further search is answered "limit reached", a second one ends the answer;
         # retries=0: one answer, however grounded (a retry would be a second shot).
         one_shot = replace(self.gen, max_tool_calls=0, retries=0)
-        return _generate(self.engine, conversations, search, one_shot, self.batch)
+        return _generate(self.engine, conversations, search, one_shot, self.batch, done)
 
 
 @dataclass
 class ClosedBook(ToolUser):
     searches: bool = False
 
-    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
+    def answer(self, questions: list[dict], search: SearchFn, done: Done = lambda traces: None) -> list[dict]:
         conversations = []
         for row, q in enumerate(questions):
             user = closed_book_question(q)
@@ -99,7 +111,7 @@ class ClosedBook(ToolUser):
                 [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": user}]
             )
         # No tool, so no search results to ground an answer in: nothing to retry for.
-        return _generate(self.engine, conversations, search, replace(self.gen, retries=0), self.batch)
+        return _generate(self.engine, conversations, search, replace(self.gen, retries=0), self.batch, done)
 
 
 @dataclass
@@ -112,8 +124,12 @@ class Oracle:
     quote: bool = True
     near_misses: bool = False
 
-    def answer(self, questions: list[dict], search: SearchFn) -> list[dict]:
-        return [self._one(row, q, search) for row, q in enumerate(questions)]
+    def answer(self, questions: list[dict], search: SearchFn, done: Done = lambda traces: None) -> list[dict]:
+        out = []
+        for row, q in enumerate(questions):
+            out.append(self._one(row, q, search))
+            done(out[-1:])
+        return out
 
     def _one(self, row: int, question: dict, search: SearchFn) -> dict:
         gen = oracle_trace(

@@ -7,10 +7,11 @@ import pytest
 from conftest import SMALL_WORLD, TINY_STUDENT, make_cfg
 
 from cogcore.core.io import DataError, read_jsonl
-from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable
+from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable, final_answer
 from cogcore.evals.contamination import ContaminationError
 from cogcore.evals.run import eval_generation, evaluate, load_questions
-from cogcore.evals.suites import compositionality_gap, hop_questions, run_suite, search_for
+from cogcore.evals.scoring import grade
+from cogcore.evals.suites import compositionality_gap, final_text, hop_questions, run_suite, search_for
 from cogcore.evals.systems import Oracle
 from cogcore.retrieval.retriever import Retriever
 
@@ -59,6 +60,13 @@ def test_oracle_is_the_ceiling_and_defers_when_the_tool_is_down(world):
         assert [m["content"] for m in r["messages"] if m["role"] == "tool"] == [UNAVAILABLE]
 
 
+def test_a_suite_shows_its_progress_with_the_tries_spent(world, capsys):
+    questions, retriever, passages = world
+    run_suite(Oracle(), "T", questions[:5], retriever, passages)
+    shown = capsys.readouterr().err
+    assert "eval oracle T" in shown and "5/5" in shown and "tries=5" in shown
+
+
 class LookupsOnly:
     """A scripted system that answers single-hop lookups right and every multi-hop question wrong."""
 
@@ -67,7 +75,7 @@ class LookupsOnly:
     def __init__(self, by_question: dict[str, str]):
         self.by_question = by_question
 
-    def answer(self, questions, search):
+    def answer(self, questions, search, done):
         out = []
         for q in questions:
             answer = self.by_question.get(q["question"], "wrong")
@@ -111,11 +119,22 @@ def test_questions_file_errors_name_the_line(tmp_path):
         load_questions(path, None)
 
 
+def test_per_type_keeps_every_type_spread_over_the_worlds(small_run):
+    path = small_run / "world" / "questions" / "heldout.jsonl"
+    every = load_questions(path, None)
+    some = load_questions(path, None, per_type=2)
+    counts = {t: sum(q["type"] == t for q in some) for t in {q["type"] for q in every}}
+    assert set(counts.values()) == {2}
+    assert {q["world"] for q in some if q["type"] == "lookup"} == {q["world"] for q in every}  # both worlds
+    assert [q["id"] for q in some] == [q["id"] for q in every if q in some]  # in file order
+
+
 def test_eval_writes_the_leaderboard_and_every_sample(tiny_student, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_student, run_dir)
     out = evaluate(make_cfg("eval", run_dir, *TINY_STUDENT, *FAST_EVAL, "eval.limit=15"))
     board = json.loads((out / "leaderboard.json").read_text())
+    golds = {q["id"]: q["answers"] for q in read_jsonl(run_dir / "world" / "questions" / "heldout.jsonl")}
     names = [s["name"] for s in board["systems"]]
     assert names == [
         "oracle",
@@ -126,22 +145,50 @@ def test_eval_writes_the_leaderboard_and_every_sample(tiny_student, tmp_path):
     ]
     assert board["contamination"]["leaked"] == 0
     for s in board["systems"][:4]:
-        assert set(s["scores"]) == {"K", "R", "T", "D", "recall@5", "G"}
-        assert s["ci"]["T"][0] <= s["scores"]["T"] <= s["ci"]["T"][1]
+        assert set(s["scores"]) == {"K", "R", "T", "T@1", "R@1", "D", "recall@5", "G"}
+        for key in ("T", "T@1", "R@1"):
+            assert s["ci"][key][0] <= s["scores"][key] <= s["ci"][key][1]
         for suite in ("K", "R", "T"):  # every number traces back to its samples
             samples = read_jsonl(out / "samples" / s["name"] / f"{suite}.jsonl")
             assert len(samples) == 15
-            assert sum(r["grade"] == "correct" for r in samples) / 15 == pytest.approx(s["scores"][suite])
+            assert_recomputable(s, suite, samples, golds)
     oracle = board["systems"][0]["scores"]
-    assert oracle["T"] == oracle["R"] == 1.0 and oracle["D"] == 1.0 and oracle["recall@5"] == 1.0
+    assert oracle["T"] == oracle["R"] == oracle["T@1"] == oracle["R@1"] == 1.0
+    assert oracle["D"] == 1.0 and oracle["recall@5"] == 1.0
     assert board["systems"][3]["scores"]["recall@5"] is None  # the closed-book model never searches
     student_k = read_jsonl(out / "samples" / "student" / "K.jsonl")
     tool_turns = [m["content"] for r in student_k for m in r["messages"] if m["role"] == "tool"]
     # closed book: a well-formed call is answered UNAVAILABLE, never with passages
     assert all(t == UNAVAILABLE or t.startswith(("Error:", "Tool call limit")) for t in tool_turns)
     md = (out / "leaderboard.md").read_text()
-    assert "| oracle | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+    assert "| oracle | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+    assert "T@1 / T (live search) accuracy per question type" in md
     assert (out / "leaderboard.png").stat().st_size > 10_000
+
+
+def assert_recomputable(entry: dict, suite: str, samples: list[dict], golds: dict[str, list]) -> None:
+    """A leaderboard entry's numbers of one suite, overall and per type, from the suite's samples (and the
+    questions' `golds` by id, to regrade the first tries)."""
+    at1 = suite + "@1" if suite in ("T", "R") else None
+
+    def accuracy(rows, key):
+        return sum((r[key] if key == "at1" else r)["grade"] == "correct" for r in rows) / len(rows)
+
+    assert accuracy(samples, "grade") == pytest.approx(entry["scores"][suite])
+    assert sum(r["tries"] for r in samples) / len(samples) == pytest.approx(entry["tries"][suite])
+    if at1:
+        assert accuracy(samples, "at1") == pytest.approx(entry["scores"][at1])
+    for t, row in entry["by_type"].items():
+        of_type = [r for r in samples if r["type"] == t]
+        assert accuracy(of_type, "grade") == pytest.approx(row[suite])
+        assert sum(r["tries"] for r in of_type) / len(of_type) == pytest.approx(row["tries"][suite])
+        assert row["ci"][suite][0] <= row[suite] <= row["ci"][suite][1]
+        if at1:
+            assert accuracy(of_type, "at1") == pytest.approx(row[at1])
+    for r in samples:  # the one-try grade is the first try's: kept apart only where a retry was kept
+        first = final_answer(final_text(r["first"]["messages"])) if "first" in r else r["prediction"]
+        assert r["at1"]["prediction"] == first and r["at1"]["grade"] == grade(first, golds[r["id"]])
+        assert "first" not in r or r["tries"] > 1
 
 
 def test_eval_fails_loudly_on_questions_the_training_traces_hold(tiny_student, tmp_path):
@@ -161,7 +208,9 @@ def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
     printed = capsys.readouterr().out
     for stage in ("world", "index", "traces", "distill", "eval"):
         assert f"== {stage}\n" in printed
-    assert "| system | K | R | T | D | recall@5 | G | params | questions/s |" in printed
+    assert (
+        "| system | K | R@1 | R | T@1 | T | D | recall@5 | G | tries (T) | params | questions/s |" in printed
+    )
     board = json.loads((tmp_path / "evals" / "leaderboard.json").read_text())
     assert board["systems"][0]["name"] == "oracle" and board["systems"][0]["scores"]["T"] == 1.0
     assert board["contamination"] == {

@@ -1,6 +1,7 @@
 import re
 from collections import defaultdict
 
+import pytest
 from conftest import SMALL_WORLD, make_cfg
 
 from cogcore.core.io import read_jsonl
@@ -38,7 +39,12 @@ def test_world_ids_are_short_distinct_and_drawn_over_all_digits():
 def test_every_type_in_the_configured_numbers():
     cfg = world_cfg()
     worlds, questions = generate(cfg)
-    for split, n_worlds in (("train", cfg.train_worlds), ("heldout", cfg.heldout_worlds)):
+    splits = (
+        ("train", cfg.train_worlds),
+        ("validation", cfg.validation_worlds),
+        ("heldout", cfg.heldout_worlds),
+    )
+    for split, n_worlds in splits:
         for qtype in QUESTION_TYPES:
             made = [q for q in questions[split] if q["type"] == qtype]
             assert len(made) == n_worlds * cfg.questions[split][qtype], (split, qtype)
@@ -56,7 +62,7 @@ def test_gold_passages_hold_the_answer():
     by_world = defaultdict(list)
     for p in corpus.values():
         by_world[p["world"]].append(p["text"])
-    for q in questions["train"] + questions["heldout"]:
+    for q in questions["train"] + questions["validation"] + questions["heldout"]:
         gold = [corpus[g]["text"] for g in q["gold_passages"]]
         if q["type"] != "unanswerable":
             for hop, text in zip(q["hops"], gold, strict=True):
@@ -87,14 +93,22 @@ def test_gold_passages_hold_the_answer():
                 ), q
 
 
-def test_heldout_shares_no_entity_with_training_but_training_names_recur():
-    worlds, _ = generate(world_cfg("world.train_worlds=40"))
-    names = {split: defaultdict(set) for split in ("train", "heldout")}
+def names_by_split(worlds) -> dict[str, dict[str, set]]:
+    names = {split: defaultdict(set) for split in ("train", "validation", "heldout")}
     for w in worlds:
         for kind_names in w.entities.values():
             for name in kind_names:
                 names[w.split][name].add(w.id)
+    return names
+
+
+def test_heldout_and_validation_share_no_entity_with_training_or_each_other_but_training_names_recur():
+    worlds, _ = generate(world_cfg("world.train_worlds=40"))
+    names = names_by_split(worlds)
     assert not set(names["train"]) & set(names["heldout"])
+    assert not set(names["train"]) & set(names["validation"])
+    assert not set(names["validation"]) & set(names["heldout"])
+    assert len({w.id for w in worlds}) == len(worlds)
     recurring = [n for n, ids in names["train"].items() if len(ids) > 1]
     assert recurring
     # A recurring name carries different facts in different worlds.
@@ -126,3 +140,59 @@ def test_world_job_writes_the_artifact(tmp_path):
     heldout = read_jsonl(out / "questions" / "heldout.jsonl")
     assert {p["world"] for p in corpus} >= {q["world"] for q in heldout}
     assert all(g in {p["id"] for p in corpus} for q in heldout for g in q["gold_passages"])
+
+
+def test_the_demo_heldout_is_the_same_with_validation_worlds_beside_it(tmp_path):
+    """Validation worlds are drawn after the others, from their own seed: the training and held-out worlds
+    are exactly what they were before validation worlds existed (the demo's heldout.jsonl sha256 at
+    b39bc7e, and as with world.validation_worlds=0)."""
+    import hashlib
+
+    from cogcore.core.io import write_jsonl
+
+    cfg = make_cfg("world", "unused").world
+    worlds, questions = generate(cfg)
+    write_jsonl(tmp_path / "heldout.jsonl", questions["heldout"])
+    digest = hashlib.sha256((tmp_path / "heldout.jsonl").read_bytes()).hexdigest()
+    assert digest == "2ab4b875d30b28f3e93b03f8e08a6db2383fd27c8aad41f761aa1ba33f2dbb87"
+    none_worlds, none_questions = generate(make_cfg("world", "unused", "world.validation_worlds=0").world)
+    assert as_records(none_worlds, {s: none_questions[s] for s in ("train", "heldout")}) == as_records(
+        [w for w in worlds if w.split != "validation"], {s: questions[s] for s in ("train", "heldout")}
+    )
+    assert len(questions["validation"]) == 240 and not none_questions["validation"]
+
+
+def test_a_fresh_heldout_draw_leaves_training_and_validation_as_they_are():
+    worlds, questions = generate(world_cfg())
+    fresh_worlds, fresh = generate(world_cfg("world.heldout_seed=1"))
+    for split in ("train", "validation"):
+        assert fresh[split] == questions[split]
+        assert as_records([w for w in fresh_worlds if w.split == split], {}) == as_records(
+            [w for w in worlds if w.split == split], {}
+        )
+    assert fresh["heldout"] != questions["heldout"]
+    held = [w.id for w in fresh_worlds if w.split == "heldout"]
+    assert len(held) == 2 and not set(held) & {w.id for w in worlds}
+    names = names_by_split(fresh_worlds)
+    assert not set(names["heldout"]) & (set(names["train"]) | set(names["validation"]))
+    assert generate(world_cfg("world.heldout_seed=2"))[1]["heldout"] != fresh["heldout"]
+
+
+def test_a_heldout_shape_the_recipe_never_saw():
+    """Twice the people per held-out world, and every compose chain one hop longer than training's."""
+    worlds, questions = generate(
+        world_cfg(
+            "world.heldout_seed=1", "world.heldout_shape.people=20", "world.heldout_shape.compose_hops=4"
+        )
+    )
+    people = {w.split: len(w.entities["person"]) for w in worlds}
+    assert people == {"train": 10, "validation": 10, "heldout": 20}
+    longest = max(len(q["hops"]) for q in questions["train"] if q["type"] == "compose")
+    composed = [q for q in questions["heldout"] if q["type"] == "compose"]
+    assert composed and all(len(q["hops"]) == longest + 1 == 4 for q in composed)
+    corpus = {p["id"]: p["text"] for w in worlds for p in w.passages.values()}
+    for q in composed:  # each hop's object is in its passage, and the last hop's is the answer
+        assert all(str(h["object"]) in corpus[h["passage"]] for h in q["hops"])
+        assert q["answers"][0] == str(q["hops"][-1]["object"])
+    with pytest.raises(ValueError, match="set world.heldout_seed"):
+        generate(world_cfg("world.heldout_shape.people=20"))

@@ -4,6 +4,12 @@ A world is small (a dozen people, a few cities, organisations and countries) and
 (seed, split, index). Training worlds draw names from one pool and held-out worlds from a disjoint one,
 so a held-out world shares no entity with training, while the same name recurs across training worlds
 with different facts: memorising facts stops paying, looking them up does not.
+
+Three splits: `train`; `validation`, where every recipe and engine choice is made; and `heldout`, only
+reported. Validation worlds draw from the held-out pool less the names of the held-out worlds of `seed`,
+with ids and facts drawn apart, so neither split shares an entity with the other or with training.
+`heldout_seed` draws fresh held-out worlds (from that pool less the validation names) and
+`heldout_shape` changes their shape, the training and validation worlds staying exactly as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from cogcore.core.io import atomic_dir, atomic_write_json, sha256_file, write_js
 from cogcore.core.stage import Decision, decide
 
 QUESTION_TYPES = ("lookup", "compose", "compare", "arithmetic", "unanswerable")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "validation", "heldout")
+POOLS = ("train", "heldout")  # the name pools: validation worlds draw from the held-out one
 
 # ---------------------------------------------------------------------------------------------------
 # Relations: (subject kind, object kind or "number"), passage phrasings and question phrasings.
@@ -119,6 +126,40 @@ COMPOSE_QUESTIONS = {
     ("works_for", "headquarters", "country"): "In which country is the employer of {s} headquartered?",
     ("founder", "born_in", "country"): "In which country was the founder of {s} born?",
 }
+# Four-hop chains, one hop longer than any of the above: training never sees them; a held-out draw asks
+# them with `heldout_shape.compose_hops: 4` (a world shape the recipe never saw).
+LONG_COMPOSE_QUESTIONS = {
+    ("spouse", "works_for", "headquarters", "country"): (
+        "In which country is the employer of the spouse of {s} headquartered?"
+    ),
+    ("works_for", "founder", "born_in", "country"): (
+        "In which country was the founder of the organisation that {s} works for born?"
+    ),
+    (
+        "founder",
+        "spouse",
+        "born_in",
+        "country",
+    ): "In which country was the spouse of the founder of {s} born?",
+    ("spouse", "works_for", "founder", "birth_year"): (
+        "In what year was the founder of the organisation that the spouse of {s} works for born?"
+    ),
+    ("works_for", "founder", "born_in", "population"): (
+        "What is the population of the city where the founder of the organisation that {s} works for "
+        "was born?"
+    ),
+}
+
+
+def compose_chains(hops: int | None) -> dict[tuple[str, ...], str]:
+    """The compose questions with `hops` hops (None: the training chains, of 2 and 3)."""
+    if hops is None:
+        return COMPOSE_QUESTIONS
+    chains = {c: q for c, q in {**COMPOSE_QUESTIONS, **LONG_COMPOSE_QUESTIONS}.items() if len(c) == hops}
+    if not chains:
+        raise ValueError(f"world.heldout_shape.compose_hops={hops}: choose 2, 3 or 4 (or null)")
+    return chains
+
 
 # Compare and arithmetic questions over one numeric attribute of two entities of the same kind.
 # For compare, `pick` says whether the answer is the entity with the smaller or the larger number.
@@ -179,9 +220,9 @@ def name_pools(seed: int, cfg: DictConfig) -> dict[str, dict[str, list[str]]]:
         "org": [f"{r} {s}" for r in roots for s in ORG_SUFFIXES],
         "country": [r[:-1] + s if r[-1] in "aeiou" else r + s for r in roots for s in COUNTRY_SUFFIXES],
     }
-    pools: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    pools: dict[str, dict[str, list[str]]] = {s: {} for s in POOLS}
     for kind, names in candidates.items():
-        for split in SPLITS:
+        for split in POOLS:
             pools[split][kind] = [n for n in names if _split_of(n, cfg.heldout_share) == split]
     return pools
 
@@ -200,7 +241,13 @@ class World:
 
 
 def build_world(
-    world_id: str, split: str, pools: dict[str, list[str]], cfg: DictConfig, seed: int, position: int
+    world_id: str,
+    split: str,
+    pools: dict[str, list[str]],
+    cfg: DictConfig,
+    seed: int | str,
+    position: int,
+    people: int | None = None,
 ) -> World:
     # Drawn from its position among the worlds, not its id (as when the ids were "w<position>").
     rng = random.Random(f"world-{seed}-w{position:03d}")
@@ -219,7 +266,7 @@ def build_world(
             "country": draw("country", sizes.countries),
             "city": draw("city", sizes.cities),
             "org": draw("org", sizes.orgs),
-            "person": draw("person", sizes.people),
+            "person": draw("person", people or sizes.people),
         },
     )
     people, cities, orgs = world.entities["person"], world.entities["city"], world.entities["org"]
@@ -265,9 +312,11 @@ def _answer(value: str | int) -> list[str]:
     return [str(value)]
 
 
-def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
-    """Return a function type -> question dict (or None when this world cannot make one right now)."""
+def _question_maker(world: World, rng: random.Random, ghosts: list[str], chains: dict | None = None):
+    """Return a function type -> question dict (or None when this world cannot make one right now).
+    `chains`: the compose questions to ask (default the training chains)."""
     f = world.facts
+    chains = chains or COMPOSE_QUESTIONS
 
     def lookup():
         subject, relation = rng.choice(sorted(f))
@@ -276,7 +325,7 @@ def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
         return text, _answer(hop["object"]), [hop], {}
 
     def compose():
-        chain = rng.choice(sorted(COMPOSE_QUESTIONS))
+        chain = rng.choice(sorted(chains))
         first_kind = RELATIONS[chain[0]][0]
         starts = [s for s in world.entities[first_kind] if (s, chain[0]) in f]
         subject = rng.choice(starts)
@@ -286,7 +335,7 @@ def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
                 return None
             hops.append(_hop(world, current, relation))
             current = hops[-1]["object"]
-        return COMPOSE_QUESTIONS[chain].format(s=subject), _answer(current), hops, {"chain": list(chain)}
+        return chains[chain].format(s=subject), _answer(current), hops, {"chain": list(chain)}
 
     def pair(attribute: str):
         kind = RELATIONS[attribute][0]
@@ -345,11 +394,16 @@ def _question_maker(world: World, rng: random.Random, ghosts: list[str]):
 
 
 def make_questions(
-    world: World, counts: dict[str, int], ghosts: list[str], seed: int, position: int
+    world: World,
+    counts: dict[str, int],
+    ghosts: list[str],
+    seed: int | str,
+    position: int,
+    chains: dict | None = None,
 ) -> list[dict]:
     """`counts[type]` distinct questions of each type; the gold passages of each hold its answer."""
     rng = random.Random(f"questions-{seed}-w{position:03d}")  # by position, as build_world
-    makers = _question_maker(world, rng, ghosts)
+    makers = _question_maker(world, rng, ghosts, chains)
     questions, seen = [], set()
     for qtype in QUESTION_TYPES:
         made, attempts = 0, 0
@@ -388,24 +442,89 @@ def world_ids(n: int, seed: int) -> list[str]:
     return [f"w{number:0{width}d}" for number in numbers]
 
 
+def more_world_ids(n: int, like: list[str], seed: str) -> list[str]:
+    """`n` more world ids as wide as those of `like`, none of them among `like`, drawn from `seed`."""
+    width = len(like[0]) - 1
+    taken = {int(i[1:]) for i in like}
+    free = [x for x in range(10**width) if x not in taken]
+    return [f"w{number:0{width}d}" for number in random.Random(seed).sample(free, n)]
+
+
+def _without(pools: dict[str, list[str]], worlds: list[World]) -> dict[str, list[str]]:
+    """The name pools less every name the `worlds` hold."""
+    held = {n for w in worlds for names in w.entities.values() for n in names}
+    return {kind: [n for n in names if n not in held] for kind, names in pools.items()}
+
+
 def generate(cfg: DictConfig) -> tuple[list[World], dict[str, list[dict]]]:
-    """All worlds of both splits and their questions, from `cfg` (a `world` config group node)."""
+    """All worlds of every split and their questions, from `cfg` (a `world` config group node).
+
+    The training worlds and the held-out worlds of `seed` are drawn exactly as before validation worlds
+    existed (same ids, names, facts and questions). Validation worlds come after them, drawn from their own
+    seed; with `heldout_seed` the held-out worlds are fresh ones, drawn after the validation worlds."""
     pools = name_pools(cfg.seed, cfg)
     worlds, questions = [], {split: [] for split in SPLITS}
-    n_worlds = {"train": cfg.train_worlds, "heldout": cfg.heldout_worlds}
-    counts = {"train": dict(cfg.questions.train), "heldout": dict(cfg.questions.heldout)}
-    total = sum(n_worlds.values())
-    ids = world_ids(total, cfg.seed)
-    with tqdm(total=total, desc="worlds", unit="world", disable=total < 20) as bar:
-        for split in SPLITS:
-            for i in range(n_worlds[split]):
-                position = i if split == "train" else cfg.train_worlds + i
-                world = build_world(ids[position], split, pools[split], cfg, cfg.seed, position)
-                held = {n for names in world.entities.values() for n in names}
-                ghosts = [n for n in pools[split]["person"][: 4 * cfg.entities.people + 50] if n not in held]
+    counts = {split: dict(cfg.questions[split]) for split in SPLITS}
+    shape = cfg.get("heldout_shape") or {}
+    ids = world_ids(cfg.train_worlds + cfg.heldout_worlds, cfg.seed)
+    fresh = cfg.get("heldout_seed")
+    if fresh is None and any(v is not None for v in shape.values()):
+        raise ValueError(
+            "world.heldout_shape changes freshly drawn held-out worlds only: set world.heldout_seed=<n> too"
+        )
+    total = cfg.train_worlds + cfg.validation_worlds + cfg.heldout_worlds * (2 if fresh is not None else 1)
+
+    def draw(split, count, pool, seed, first, world_id, people=None, chains=None, out=True):
+        """`count` worlds of `split` (kept among the output if `out`), their rng strings from `seed` and
+        their positions from `first`."""
+        made = []
+        for i in range(count):
+            position = first + i
+            world = build_world(world_id(i), split, pool, cfg, seed, position, people)
+            held = {n for names in world.entities.values() for n in names}
+            people_n = people or cfg.entities.people
+            ghosts = [n for n in pool["person"][: 4 * people_n + 50] if n not in held]
+            made.append(world)
+            if out:
                 worlds.append(world)
-                questions[split] += make_questions(world, counts[split], ghosts, cfg.seed, position)
-                bar.update()
+                questions[split] += make_questions(world, counts[split], ghosts, seed, position, chains)
+            bar.update()
+        return made
+
+    with tqdm(total=total, desc="worlds", unit="world", disable=total < 20) as bar:
+        draw("train", cfg.train_worlds, pools["train"], cfg.seed, 0, lambda i: ids[i])
+        heldout = draw(
+            "heldout",
+            cfg.heldout_worlds,
+            pools["heldout"],
+            cfg.seed,
+            cfg.train_worlds,
+            lambda i: ids[cfg.train_worlds + i],
+            out=fresh is None,
+        )
+        validation_ids = more_world_ids(cfg.validation_worlds, ids, f"{cfg.seed}-validation-ids")
+        validation = draw(
+            "validation",
+            cfg.validation_worlds,
+            _without(pools["heldout"], heldout),
+            f"{cfg.seed}-validation",
+            0,
+            lambda i: validation_ids[i],
+        )
+        if fresh is not None:
+            fresh_ids = more_world_ids(
+                cfg.heldout_worlds, ids + validation_ids, f"{cfg.seed}-heldout-{fresh}-ids"
+            )
+            draw(
+                "heldout",
+                cfg.heldout_worlds,
+                _without(pools["heldout"], validation),
+                f"{cfg.seed}-heldout-{fresh}",
+                0,
+                lambda i: fresh_ids[i],
+                people=shape.get("people"),
+                chains=compose_chains(shape.get("compose_hops")),
+            )
     return worlds, questions
 
 
