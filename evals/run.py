@@ -18,18 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogcore.core.generation import GenerationConfig, generation_config
 from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, sha256_file
-from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
+from cogcore.evals.scoring import CORRECT, bootstrap_ci, search_r1_score, summarize
 from cogcore.evals.suites import SUITES, compositionality_gap, recall_at_k, run_suite
 
 
-def load_questions(path: Path, limit: int | None) -> list[dict]:
+def load_questions(path: Path, limit: int | None, **fields: str) -> list[dict]:
     """World questions or a user QA file (checked line by line as `cogcore traces data=qa` checks it), with
     every field kept: `world`, `gold_passages` and `hops` are what the suites need."""
     from cogcore.core.io import iter_qa
 
     if not path.exists():
         raise DataError(f"{path}: no questions; run `cogcore world` or set eval.questions=<file.jsonl>")
-    questions = list(iter_qa(path))
+    questions = list(iter_qa(path, **fields))
     return questions[:limit] if limit else questions
 
 
@@ -93,6 +93,8 @@ def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) ->
     scores = {s: summaries[s]["overall"]["accuracy"] if s in summaries else None for s in SUITES}
     scores["D"] = summaries["K"]["overall"]["deferral"] if "K" in summaries else None
     scores["recall@5"] = scores["G"] = None
+    # The Search-R1 / FlashRAG table's number: EM over golden_answers with the live search tool.
+    scores["EM"] = search_r1_score(runs["T"]["records"], questions) if "T" in runs else None
     if "T" in runs and retriever is not None and system.searches:
         scores["recall@5"] = recall_at_k(runs["T"]["records"], questions, retriever, ecfg.recall_k)
     gap = {}
@@ -165,7 +167,7 @@ def evaluate(cfg: DictConfig) -> Path:
     qpath = (
         Path(ecfg.questions) if ecfg.questions else run_dir / "world" / "questions" / f"{ecfg.split}.jsonl"
     )
-    questions = load_questions(qpath, ecfg.limit)
+    questions = load_questions(qpath, ecfg.limit, **ecfg.get("fields", {}))
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     corpus = run_dir / "world" / "corpus.jsonl"
     retriever = None

@@ -126,7 +126,7 @@ def test_eval_writes_the_leaderboard_and_every_sample(tiny_student, tmp_path):
     ]
     assert board["contamination"]["leaked"] == 0
     for s in board["systems"][:4]:
-        assert set(s["scores"]) == {"K", "R", "T", "D", "recall@5", "G"}
+        assert set(s["scores"]) == {"K", "R", "T", "D", "recall@5", "G", "EM"}
         assert s["ci"]["T"][0] <= s["scores"]["T"] <= s["ci"]["T"][1]
         for suite in ("K", "R", "T"):  # every number traces back to its samples
             samples = read_jsonl(out / "samples" / s["name"] / f"{suite}.jsonl")
