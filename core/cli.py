@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 JOBS = {
     "world": ("cogcore.core.worlds.world", "world", "generate synthetic worlds: corpus and questions"),
     "index": ("cogcore.retrieval.index", "index", "build the dense + BM25 index of a world or a folder"),
+    "search": ("cogcore.retrieval.search", "search", "print an index's ranked passages for query=..."),
     "traces": ("cogcore.distill.traces", "traces", "write teacher traces for the questions"),
     "distill": ("cogcore.distill.train", "distill", "train the student on the traces (accelerate)"),
     "eval": ("cogcore.evals.run", "evaluate", "score every system on K, R, T; write the leaderboard"),
@@ -114,6 +115,7 @@ Jobs (each a Hydra app with its own config in cogcore/conf/<job>.yaml):
 Examples:
   cogcore world world=tiny run_dir=runs/tiny
   cogcore index docs=~/notes run_dir=runs/notes
+  cogcore search index=runs/notes/index query='who founded Acme' k=5
   cogcore traces retriever=bm25
   cogcore distill student=tiny distill.epochs=1
   cogcore world -m world.seed=1,2 'run_dir=runs/seed${{world.seed}}'

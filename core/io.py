@@ -102,26 +102,91 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [record for _, record in iter_jsonl(path)]
 
 
-def iter_qa(path: str | Path) -> Iterator[dict]:
-    """The records of a question file, checked line by line: a non-empty `question`, `answers` a non-empty
-    list of strings, ids unique; `id` defaults to `line-<n>` and `type` to `qa`. Other fields are kept."""
+TABLE_FORMATS = ("auto", "jsonl", "hf", "parquet")
+
+
+def table_format(path: Path, fmt: str, key: str) -> str:
+    """The format of a table of records: a .jsonl file, a `datasets` save_to_disk folder, or parquet."""
+    if fmt not in TABLE_FORMATS:
+        raise DataError(f"{key}.format={fmt!r}: choose one of {', '.join(TABLE_FORMATS)}")
+    if not path.exists():
+        raise DataError(f"{key}={path}: no such file or folder")
+    if fmt != "auto":
+        return fmt
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return "hf"
+        if any(path.glob("*.parquet")):
+            return "parquet"
+        raise DataError(
+            f"{key}={path}: a folder, but neither a `datasets` save_to_disk folder nor parquet files; "
+            "point it at a .jsonl file, a save_to_disk folder or parquet files"
+        )
+    return "parquet" if path.suffix == ".parquet" else "jsonl"
+
+
+def iter_rows(
+    path: str | Path, fmt: str = "auto", split: str | None = None, key: str = "path"
+) -> Iterator[tuple[str, dict]]:
+    """(where, record) for every record of a jsonl file, a `datasets` save_to_disk folder or parquet
+    file(s), read with `datasets` (memory-mapped Arrow). `where` is `file:line`, or `path:row n`."""
+    path = Path(path).expanduser()
+    fmt = table_format(path, fmt, key)
+    if fmt == "jsonl":
+        for lineno, record in iter_jsonl(path):
+            yield f"{path}:{lineno}", record
+        return
+    import datasets
+
+    if fmt == "parquet":
+        files = sorted(str(p) for p in path.glob("*.parquet")) if path.is_dir() else [str(path)]
+        ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    else:
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise DataError(
+                    f"{path}: a DatasetDict with splits {list(ds)}; pick one with {key}.split={list(ds)[0]}"
+                )
+            ds = ds[split]
+    row = 0
+    for batch in ds.iter(batch_size=1024):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield f"{path}:row {row}", dict(zip(columns, values, strict=True))
+            row += 1
+
+
+def iter_qa(
+    path: str | Path, question: str = "question", answers: str = "answers", split: str | None = None
+) -> Iterator[dict]:
+    """The records of a question file (jsonl, a `datasets` folder or parquet), checked record by record:
+    a non-empty question, a non-empty list of string answers, unique ids; `id` defaults to `line-<n>`
+    and `type` to `qa`. `question` and `answers` name those fields (read into `question` and `answers`);
+    FlashRAG's `golden_answers` is read when `answers` is absent. Every other field is kept."""
     lines = {}
-    for lineno, record in iter_jsonl(path):
-        if not isinstance(record.get("question"), str) or not record["question"].strip():
-            raise DataError(f"{path}:{lineno}: needs a non-empty string 'question'")
-        answers = record.get("answers")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+    for where, record in iter_rows(path, split=split, key="questions"):
+        if not isinstance(record.get(question), str) or not record[question].strip():
+            raise DataError(f"{where}: needs a non-empty string {question!r}")
+        golds = record.get(answers, record.get("golden_answers") if answers == "answers" else None)
+        if not isinstance(golds, list) or not golds or not all(isinstance(a, str) for a in golds):
             raise DataError(
-                f"{path}:{lineno}: 'answers' must be a non-empty list of strings (the gold answers, e.g. "
-                '["Paris"]; ["unknown"] for a question the documents cannot answer)'
+                f"{where}: {answers!r} must be a non-empty list of strings (FlashRAG's 'golden_answers' is "
+                'read too): the gold answers, e.g. ["Paris"]; ["unknown"] for a question no passage answers'
             )
-        qid = str(record.get("id", f"line-{lineno}"))
+        place = where.rsplit(":", 1)[1]  # a jsonl line number, or `row <n>`
+        place = f"line {place}" if place.isdigit() else place
+        qid = str(record.get("id", f"line-{place.split()[1]}"))
         if qid in lines:
-            raise DataError(
-                f"{path}:{lineno}: id {qid!r} is already used on line {lines[qid]}; make ids unique"
-            )
-        lines[qid] = lineno
-        yield {**record, "id": qid, "type": str(record.get("type", "qa"))}
+            raise DataError(f"{where}: id {qid!r} is already used on {lines[qid]}; make ids unique")
+        lines[qid] = place
+        yield {
+            **record,
+            "id": qid,
+            "type": str(record.get("type", "qa")),
+            "question": record[question],
+            "answers": golds,
+        }
 
 
 def sha256_file(path: str | Path) -> str:

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogcore.core.generation import GenerationConfig, generation_config
 from cogcore.core.io import DataError, atomic_write_json, atomic_write_text, sha256_file
-from cogcore.evals.scoring import CORRECT, bootstrap_ci, summarize
+from cogcore.evals.scoring import CORRECT, bootstrap_ci, search_r1_score, summarize
 from cogcore.evals.suites import SUITES, at_one, compositionality_gap, recall_at_k, run_suite
 
 
-def load_questions(path: Path, limit: int | None, per_type: int | None = None) -> list[dict]:
+def load_questions(path: Path, limit: int | None, per_type: int | None = None, **fields: str) -> list[dict]:
     """World questions or a user QA file (checked line by line as `cogcore traces data=qa` checks it), with
     every field kept: `world`, `gold_passages` and `hops` are what the suites need. `per_type`: only the
     first that many of each question type (every world's share drawn in turn), then `limit`."""
@@ -33,7 +33,7 @@ def load_questions(path: Path, limit: int | None, per_type: int | None = None) -
             f"{path}: no questions; run `cogcore world` (a world written before validation worlds existed "
             "has no validation.jsonl: run it again) or set eval.questions=<file.jsonl>"
         )
-    questions = list(iter_qa(path))
+    questions = list(iter_qa(path, **fields))
     if per_type:
         by_world: dict = {}
         for q in questions:
@@ -120,6 +120,8 @@ def evaluate_system(system, questions, retriever, passages, ecfg: DictConfig) ->
     scores = {s: summaries[s]["overall"]["accuracy"] if s in summaries else None for s in SCORED}
     scores["D"] = summaries["K"]["overall"]["deferral"] if "K" in summaries else None
     scores["recall@5"] = scores["G"] = None
+    # The Search-R1 / FlashRAG table's number: EM over golden_answers with the live search tool.
+    scores["EM"] = search_r1_score(runs["T"]["records"], questions) if "T" in runs else None
     if "T" in runs and retriever is not None and system.searches:
         scores["recall@5"] = recall_at_k(runs["T"]["records"], questions, retriever, ecfg.recall_k)
     gap = {}
@@ -195,7 +197,7 @@ def evaluate(cfg: DictConfig) -> Path:
     qpath = (
         Path(ecfg.questions) if ecfg.questions else run_dir / "world" / "questions" / f"{ecfg.split}.jsonl"
     )
-    questions = load_questions(qpath, ecfg.limit, ecfg.get("per_type"))
+    questions = load_questions(qpath, ecfg.limit, ecfg.get("per_type"), **ecfg.get("fields", {}))
     index = Path(ecfg.index) if ecfg.index else run_dir / "index"
     corpus = run_dir / "world" / "corpus.jsonl"
     retriever = None

@@ -11,6 +11,8 @@ that never finishes raise its deferral score D.
 
 from __future__ import annotations
 
+import re
+import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
@@ -118,3 +120,26 @@ def bootstrap_ci(
     stats = np.array([stat(values[rng.integers(0, values.size, values.size)]) for _ in range(n_resamples)])
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def search_r1_em(prediction: str | None, golden_answers: str | Sequence[str]) -> int:
+    """Exact match as Search-R1 scores it (`verl/utils/reward_score/qa_em.py`: `normalize_answer`,
+    `em_check`): lowercase, strip punctuation, strip the articles a/an/the, collapse whitespace; 1 when the
+    prediction equals any golden answer. No answer line scores 0, as a response without `<answer>` does."""
+    if prediction is None:
+        return 0
+
+    def normalize(s: str) -> str:
+        s = s.lower()
+        s = "".join(ch for ch in s if ch not in set(string.punctuation))
+        s = re.sub(r"\b(a|an|the)\b", " ", s)
+        return " ".join(s.split())
+
+    golds = [golden_answers] if isinstance(golden_answers, str) else golden_answers
+    return int(any(normalize(g) == normalize(prediction) for g in golds))
+
+
+def search_r1_score(records: list[dict], questions: list[dict]) -> float:
+    """Mean Search-R1 EM of graded records over the questions' gold answers (`golden_answers`)."""
+    golds = {q["id"]: q["answers"] for q in questions}
+    return float(np.mean([search_r1_em(r["prediction"], golds[r["id"]]) for r in records]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import bm25s
 import numpy as np
 import Stemmer
@@ -14,8 +16,18 @@ def tokenize(texts: list[str]) -> list[list[str]]:
 
 
 def build(texts: list[str]) -> bm25s.BM25:
+    return build_streaming([texts])
+
+
+def build_streaming(chunks: Iterable[list[str]]) -> bm25s.BM25:
+    """Index texts that arrive in chunks: each chunk is tokenised to ids (the vocabulary growing as it
+    goes), so memory holds the token ids, never the texts of the whole corpus."""
+    tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=_STEMMER)
+    ids: list[list[int]] = []
+    for texts in chunks:
+        ids += tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
     model = bm25s.BM25()
-    model.index(tokenize(texts), show_progress=False)
+    model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=tokenizer.get_vocab_dict()), show_progress=False)
     return model
 
 
@@ -30,4 +42,5 @@ def save(model: bm25s.BM25, path: str) -> None:
 
 
 def load(path: str) -> bm25s.BM25:
-    return bm25s.BM25.load(path)
+    """Memory-mapped: the score matrix stays on disk until a query touches it."""
+    return bm25s.BM25.load(path, mmap=True, show_progress=False)

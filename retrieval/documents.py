@@ -6,8 +6,10 @@ A passage is `{id, title, text}`; everything downstream (indexes, the search too
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from cogcore.core.io import DataError, iter_jsonl
 
@@ -56,9 +58,26 @@ def _title(path: Path, text: str) -> str:
     return heading.group(1).strip() if heading else path.stem
 
 
-def folder_passages(folder: str | Path, words: int = 120, overlap: int = 30) -> list[dict]:
+class Folder(NamedTuple):
+    passages: list[dict]
+    skipped: list[str]  # files that are not text (relative paths), left out with a warning
+
+
+def is_text(data: bytes) -> bool:
+    """UTF-8 with no NUL byte: an ELF binary or random bytes named .txt are not."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def folder_passages(folder: str | Path, words: int = 120, overlap: int = 30) -> Folder:
     """Every .txt/.md/.jsonl file under `folder`, chunked. Ids are `<relative path>#<chunk>`, or for a
-    .jsonl record its own `id` (each record needs `text`; `id` and `title` are optional)."""
+    .jsonl record its own `id` (each record needs `text`; `id` and `title` are optional). A file that is
+    not text is skipped, named in a warning on stderr and in `skipped`."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(f"docs={folder}: not a folder; point docs= at a folder of .txt, .md or .jsonl files")
@@ -66,8 +85,14 @@ def folder_passages(folder: str | Path, words: int = 120, overlap: int = 30) -> 
     if not files:
         raise DataError(f"docs={folder}: holds no {', '.join(DOC_SUFFIXES)} files; nothing to index")
     passages: list[dict] = []
+    skipped: list[str] = []
     for path in files:
         rel = path.relative_to(folder).as_posix()
+        data = path.read_bytes()
+        if not is_text(data):
+            print(f"index: skipped {path}: not a text file (binary or not UTF-8)", file=sys.stderr)
+            skipped.append(rel)
+            continue
         if path.suffix == ".jsonl":
             for lineno, record in iter_jsonl(path):
                 if not isinstance(record.get("text"), str):
@@ -79,7 +104,7 @@ def folder_passages(folder: str | Path, words: int = 120, overlap: int = 30) -> 
                     pid = base if len(chunks) == 1 else f"{base}#{i}"
                     passages.append({"id": pid, "title": title, "text": chunk})
         else:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = data.decode("utf-8")
             title = _title(path, text)
             for i, chunk in enumerate(chunk_words(text, words, overlap)):
                 passages.append({"id": f"{rel}#{i}", "title": title, "text": chunk})
@@ -90,4 +115,4 @@ def folder_passages(folder: str | Path, words: int = 120, overlap: int = 30) -> 
                 f"docs={folder}: passage id {p['id']!r} occurs twice; give each record a unique id"
             )
         seen.add(p["id"])
-    return passages
+    return Folder(passages, skipped)

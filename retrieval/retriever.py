@@ -9,19 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from cogcore.core.io import DataError, read_json, read_jsonl
+from cogcore.core.io import DataError, read_json, sha256_file
 from cogcore.retrieval import bm25, dense
 from cogcore.retrieval.embedder import embed, load_embedder
+from cogcore.retrieval.store import PassagesById, PassageStore
 
-FORMAT = 1
+FORMAT = 2  # 2: memory-mapped passage stores (offsets.npy) and file checksums in the manifest
 MODES = ("dense", "bm25", "hybrid")
 
 
 @dataclass
 class Collection:
-    passages: list[dict]
+    passages: PassageStore
     dense: object | None  # faiss.Index
     bm25: object | None  # bm25s.BM25
 
@@ -29,6 +30,36 @@ class Collection:
 def rebuild_hint(path: Path) -> str:
     run_dir = path.parent
     return f"rebuild it with `cogcore index run_dir={run_dir}` (plus the retriever= options you want)"
+
+
+def file_checksums(root: Path) -> dict[str, dict]:
+    """The size and sha256 of every file under `root` but the manifest, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+def verify_files(path: Path, manifest: dict, how: str = "sha256") -> None:
+    """Every index file as the manifest recorded it (`how`: sha256, or size only): a damaged or changed
+    file fails here, named, instead of deep inside FAISS or BM25."""
+    if how not in ("sha256", "size"):
+        raise DataError(f"retriever.verify={how!r}: choose sha256 or size")
+    for rel, want in manifest["files"].items():
+        file = path / rel
+        size = file.stat().st_size if file.exists() else None
+        if size != want["bytes"]:
+            found = "is missing" if size is None else f"has {size} bytes, not {want['bytes']}"
+        elif how == "sha256" and sha256_file(file) != want["sha256"]:
+            found = "has another sha256 than the one recorded"
+        else:
+            continue
+        raise DataError(
+            f"{file}: {found} in {path}/manifest.json (damaged or changed since the build); rebuild the "
+            "index with force=true: `cogcore index run_dir=<run> force=true` (with the docs= or "
+            "corpus.path= and retriever= options it was built with)"
+        )
 
 
 def check_manifest(path: Path, manifest: dict, rcfg: DictConfig, corpus_sha256: str | None) -> None:
@@ -42,6 +73,12 @@ def check_manifest(path: Path, manifest: dict, rcfg: DictConfig, corpus_sha256: 
         raise DataError(
             f"{path}: index was built with embedder {manifest['embedder']!r} but retriever.embedder is "
             f"{rcfg.embedder!r}; set retriever.embedder={manifest['embedder']} or " + rebuild_hint(path)
+        )
+    prompts = OmegaConf.to_container(rcfg.prompts, resolve=True) if "prompts" in rcfg else {}
+    if manifest.get("prompts", {}) != prompts:
+        raise DataError(
+            f"{path}: index was built with prompts {manifest.get('prompts')} but retriever.prompts is "
+            f"{prompts}; choose the retriever/embedder= preset it was built with, or " + rebuild_hint(path)
         )
     if corpus_sha256 is not None and manifest["corpus_sha256"] != corpus_sha256:
         raise DataError(
@@ -80,6 +117,7 @@ class Retriever:
             raise DataError(f"{path}: no index here (manifest.json missing); " + rebuild_hint(path))
         manifest = read_json(path / "manifest.json")
         check_manifest(path, manifest, rcfg, corpus_sha256)
+        verify_files(path, manifest, rcfg.get("verify", "sha256"))
         gpu = dense.use_gpu(rcfg.dense.device) if rcfg.mode != "bm25" else False
         resources = None
         if gpu:
@@ -89,12 +127,12 @@ class Retriever:
         collections = {}
         for name, info in manifest["collections"].items():
             folder = path / "collections" / info["dir"]
-            index = dense.load(str(folder / "dense.faiss")) if rcfg.mode != "bm25" else None
+            index = dense.load(str(folder / "dense.faiss"), rcfg.dense) if rcfg.mode != "bm25" else None
             if gpu:
                 index = dense.to_gpu(index, resources)
             lexical = bm25.load(str(folder / "bm25")) if rcfg.mode != "dense" else None
-            collections[name] = Collection(read_jsonl(folder / "passages.jsonl"), index, lexical)
-        embedder = load_embedder(rcfg.embedder) if rcfg.mode != "bm25" else None
+            collections[name] = Collection(PassageStore(folder), index, lexical)
+        embedder = load_embedder(rcfg) if rcfg.mode != "bm25" else None
         return cls(collections, embedder, rcfg.mode, rcfg.rrf_k, rcfg.candidates, manifest, resources)
 
     def _collection(self, name: str | None) -> Collection:
@@ -106,9 +144,10 @@ class Retriever:
             raise KeyError(f"no collection {name!r} in this index (it holds {len(self.collections)})")
         return self.collections[name]
 
-    def passages_by_id(self) -> dict[str, dict]:
-        """Every passage of every collection, by id (the gold passages of a question, looked up)."""
-        return {p["id"]: p for c in self.collections.values() for p in c.passages}
+    def passages_by_id(self) -> PassagesById:
+        """Every passage of every collection, by id (the gold passages of a question, looked up); the id
+        table is built on the first lookup."""
+        return PassagesById([c.passages for c in self.collections.values()])
 
     def search(self, query: str, k: int = 5, collection: str | None = None) -> list[dict]:
         return self.search_batch([query], k, [collection])[0]

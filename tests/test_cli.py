@@ -44,7 +44,7 @@ def test_group_overrides_and_multirun(tmp_path):
 # Per job, keys its function reads and their default values, as `cogcore <job> --cfg job` shows them.
 STAGE_KEYS = {
     "world": {"world.seed": 0, "world.train_worlds": 120},
-    "index": {"retriever.mode": "hybrid", "docs": None, "chunk.words": 120},
+    "index": {"retriever.mode": "hybrid", "docs": None, "chunk.words": 120, "corpus.path": None},
     "traces": {"teacher.name": "oracle", "data.name": "world", "split": "train", "filter.support": True},
     "distill": {"student.kind": "scratch", "distill.seq_len": 1024},
     "eval": {"eval.suites": ["K", "R", "T"], "eval.generation.retries": 8, "eval.generation.linked": "auto"},
@@ -58,6 +58,7 @@ ASSISTANT_KEYS = {
 JOB_KEYS = {
     **STAGE_KEYS,
     "pipeline": {key: value for keys in STAGE_KEYS.values() for key, value in keys.items()},
+    "search": {"index": None, "k": 5, "json": False, "retriever.dense.kind": "flat"},
     "chat": ASSISTANT_KEYS,
     "serve": {**ASSISTANT_KEYS, "port": 8000, "batch_size": 8},
 }

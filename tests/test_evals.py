@@ -145,7 +145,7 @@ def test_eval_writes_the_leaderboard_and_every_sample(tiny_student, tmp_path):
     ]
     assert board["contamination"]["leaked"] == 0
     for s in board["systems"][:4]:
-        assert set(s["scores"]) == {"K", "R", "T", "T@1", "R@1", "D", "recall@5", "G"}
+        assert set(s["scores"]) == {"K", "R", "T", "T@1", "R@1", "D", "recall@5", "G", "EM"}
         for key in ("T", "T@1", "R@1"):
             assert s["ci"][key][0] <= s["scores"][key] <= s["ci"][key][1]
         for suite in ("K", "R", "T"):  # every number traces back to its samples

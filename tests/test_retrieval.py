@@ -76,7 +76,7 @@ def test_folder_of_documents_is_chunked_and_indexed(tmp_path):
         json.dumps({"id": "f1", "title": "Car", "text": "The car is blue."}) + "\n"
     )
     (docs / "ignored.bin").write_bytes(b"\x00")
-    passages = folder_passages(docs, words=120, overlap=30)
+    passages = folder_passages(docs, words=120, overlap=30).passages
     ids = {p["id"] for p in passages}
     assert {"garden.md#0", "f1", "sub/long.txt#0", "sub/long.txt#1", "sub/long.txt#2"} <= ids
     assert next(p for p in passages if p["id"] == "garden.md#0")["title"] == "Garden"
