@@ -14,6 +14,9 @@ The loop knows no world and judges no answer. A caller may hand it, per row, a d
 given choices, and ask it to record its doubts: the choices a branching retry may take otherwise
 (core.retries runs those retries; core.generation.generate is what callers use).
 
+Rows may also join a running batch as others finish (`admit`, continuous batching, which `cogcore serve`
+uses), and each row's output may be handed over as soon as it is done (`on_done`).
+
 An optional `on_token` callback sees each token the model chooses as it is chosen (the assistant streams
 from it) and can end a row early (a stop string, a client that went away, Ctrl-C); with `run_tools=False` a
 turn with calls ends the row instead, for a caller that runs the calls itself.
@@ -37,7 +40,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.constraints import ALTERNATIVES, UNLIKELY, Citable, VerbatimQuote, Vocab
 from cogcore.core.generation import GenerationConfig
-from cogcore.core.kvcache import growing_cache, join_caches
+from cogcore.core.kvcache import growing_cache, join_caches, joinable
 from cogcore.core.sampling import Sampler
 from cogcore.core.tools import (
     SEARCH,
@@ -234,7 +237,9 @@ class Engine:
                 if r.done and on_done is not None:
                     on_done(i, _output(r))
             keep = [j for j, i in enumerate(batch) if not rows[i].done]
-            joining = [new_row(m, {}) for m in admit()] if admit is not None else []
+            # A cache with layers that cannot take rows (sliding windows) takes new ones only once empty.
+            admitting = admit is not None and (not keep or joinable(cache))
+            joining = [new_row(m, {}) for m in admit()] if admitting else []
             if not keep and not joining:
                 break
             if not keep:  # the batch is done: the joining rows are the new batch

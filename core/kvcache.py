@@ -54,6 +54,11 @@ class _GrowingLayer(DynamicLayer):
             self.keys, self.values = (b[..., :m, :] for b in self._buffers)
 
 
+def joinable(cache: DynamicCache) -> bool:
+    """Whether rows of another batch can join `cache` (`join_caches`): every layer says how."""
+    return all(hasattr(layer, "join") for layer in cache.layers)
+
+
 def join_caches(cache: DynamicCache, other: DynamicCache) -> int:
     """Append the rows of `other` (a batch prefilled apart) to `cache`'s batch, in place, for continuous
     batching; the shorter side is left-padded with zero keys and values, columns its attention mask

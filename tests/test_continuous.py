@@ -79,3 +79,25 @@ def test_admitted_conversations_answer_as_they_would_alone_and_each_is_handed_ov
     assert sorted(row for row, _ in done) == [0, 1, 2, 3, 4]  # row 4 joined a batch that had emptied
     assert all(out == outs[row] for row, out in done)
     assert engine.model.widest >= 3  # they ran together
+
+
+def test_a_cache_whose_layers_cannot_join_takes_new_rows_once_its_batch_is_done(monkeypatch):
+    tokenizer = tiny_tokenizer()
+    engine = Engine(RuleLM(tokenizer), tokenizer)
+    monkeypatch.setattr("cogcore.core.engine.joinable", lambda cache: False)  # as with sliding windows
+    ask = [[{"role": "user", "content": f"Tell me about topic {n}"}] for n in range(3)]
+    waiting = [ask[1:]]
+    outs = engine.generate(
+        [ask[0]],
+        lambda row, query, k: library(query, k),
+        GenerationConfig(),
+        admit=lambda: [*(waiting.pop() if waiting else [])],
+    )
+    assert [final for out in outs for final in out["messages"][-1:]] == [
+        {
+            "role": "assistant",
+            "content": f"[topic-{n}] Topic {n}: Topic {n} is the number {n * n}.\nAnswer: topic-{n}",
+        }
+        for n in range(3)
+    ]
+    assert engine.model.widest == 2  # the first ran alone; the two waiting ran together after it
