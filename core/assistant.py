@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from cogcore.core.chat import CALL, END_CALL
 from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine
-from cogcore.core.generation import GenerationConfig, generate, generation_config
+from cogcore.core.generation import GenerationConfig, citable, generate, generation_config
 from cogcore.core.io import DataError
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, search_call
 
@@ -223,20 +223,30 @@ def citations(text: str, searches: list[Search]) -> list[str]:
     return sorted((pid for pid, at in found.items() if at >= 0), key=lambda pid: found[pid])
 
 
+# admit() -> (conversation, stream) pairs that join a running batch; [] when none is waiting
+Joining = Callable[[], list[tuple[list[dict], "TextStream"]]]
+
+
 def answer(
     assistant: Assistant,
     conversations: list[list[dict]],
     gcfg: GenerationConfig,
     streams: list[TextStream],
     on_search: Callable[[int, Search], None] | None = None,
+    admit: Joining | None = None,
+    on_reply: Callable[[int, Reply], None] | None = None,
 ) -> list[Reply]:
     """Answer a batch of conversations in one engine call; `streams[i]` sees row i's tokens as they are
-    written and `on_search(i, search)` each search row i runs.
+    written, `on_search(i, search)` each search row i runs and `on_reply(i, reply)` its reply.
 
     With `gcfg.retries` and no stream showing text as it comes (a non-streamed request), the verified
     decoder answers: an answer that fails its checks is drawn again (core.retries), and each stream is fed
     the kept answer's tokens afterwards, so stop strings and max_tokens cut its text the same way. Such
-    rows see no token while they run, so a set cancel flag stops them only once they are done."""
+    rows see no token while they run, so a set cancel flag stops them only once they are done.
+
+    Otherwise `admit` may batch continuously: polled once an engine step, the pairs it returns join the
+    running batch as rows n, n+1, ..., and each row's reply goes to `on_reply` as soon as it is done."""
+    conversations, streams = list(conversations), list(streams)
     searches: list[list[Search]] = [[] for _ in conversations]
 
     def search(row: int, query: str, k: int) -> list[dict]:
@@ -247,28 +257,50 @@ def answer(
             on_search(row, searches[row][-1])
         return passages
 
-    verified = gcfg.retries > 0 and all(stream.emit is None for stream in streams)
-    on_token = None if verified else (lambda row, token: streams[row](token))
-    outs = generate(assistant.engine, conversations, search, gcfg, on_token=on_token)
-    if verified:
-        for out, stream in zip(outs, streams, strict=True):
-            written = out["tokens"][out["prompt_tokens"] :]
-            chosen = (token for token, sampled in zip(written, out["sampled"], strict=True) if sampled)
-            next((True for token in chosen if stream(token)), None)
-    return [
-        Reply(
+    replies: dict[int, Reply] = {}
+
+    def done(row: int, out: dict) -> None:
+        stream, found = streams[row], searches[row]
+        replies[row] = Reply(
             text=stream.text,
-            messages=out["messages"][len(conversation) :],
+            messages=out["messages"][len(conversations[row]) :],
             searches=found,
             citations=citations(stream.text, found),
             finish=stream.reason or FINISH[out["stop"]],
             stop=out["stop"],
             prompt_tokens=out["prompt_tokens"],
             completion_tokens=sum(out["sampled"]),
-            tries=out["tries"],
+            tries=out.get("tries", 1),
         )
-        for conversation, out, stream, found in zip(conversations, outs, streams, searches, strict=True)
-    ]
+        if on_reply is not None:
+            on_reply(row, replies[row])
+
+    verified = gcfg.retries > 0 and all(stream.emit is None for stream in streams)
+    on_token = None if verified else (lambda row, token: streams[row](token))
+    if admit is None or verified:
+        outs = generate(assistant.engine, conversations, search, gcfg, on_token=on_token)
+        for row, out in enumerate(outs):
+            if verified:
+                written = out["tokens"][out["prompt_tokens"] :]
+                chosen = (token for token, sampled in zip(written, out["sampled"], strict=True) if sampled)
+                next((True for token in chosen if streams[row](token)), None)
+            done(row, out)
+        return [replies[row] for row in range(len(outs))]
+
+    def joining() -> list[list[dict]]:
+        pairs = admit()
+        for conversation, stream in pairs:
+            conversations.append(conversation)
+            streams.append(stream)
+            searches.append([])
+        return [conversation for conversation, _ in pairs]
+
+    # One try per row, as generate() answers without retries; rows that join leave it no batch to retry.
+    engine = assistant.engine
+    outs = engine.generate(
+        conversations[:], search, gcfg, on_token, citable(gcfg), admit=joining, on_done=done
+    )
+    return [replies[row] for row in range(len(outs))]
 
 
 def fit_window(engine: Engine, messages: list[dict], budget: int) -> list[dict]:

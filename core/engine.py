@@ -14,6 +14,9 @@ The loop knows no world and judges no answer. A caller may hand it, per row, a d
 given choices, and ask it to record its doubts: the choices a branching retry may take otherwise
 (core.retries runs those retries; core.generation.generate is what callers use).
 
+Rows may also join a running batch as others finish (`admit`, continuous batching, which `cogcore serve`
+uses), and each row's output may be handed over as soon as it is done (`on_done`).
+
 An optional `on_token` callback sees each token the model chooses as it is chosen (the assistant streams
 from it) and can end a row early (a stop string, a client that went away, Ctrl-C); with `run_tools=False` a
 turn with calls ends the row instead, for a caller that runs the calls itself.
@@ -32,12 +35,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from cogcore.core.chat import CALL, END_CALL, chat_messages
 from cogcore.core.constraints import ALTERNATIVES, UNLIKELY, Citable, VerbatimQuote, Vocab
 from cogcore.core.generation import GenerationConfig
-from cogcore.core.kvcache import growing_cache
+from cogcore.core.kvcache import growing_cache, join_caches, joinable
 from cogcore.core.sampling import Sampler
 from cogcore.core.tools import (
     SEARCH,
@@ -57,6 +60,10 @@ SearchFn = Callable[[int, str, int], list[dict]]
 TokenFn = Callable[[int, int], bool]
 # citable(messages) -> what a row answering `messages` may quote: its quote constraint's passages
 CitableFn = Callable[[list[dict]], Citable]
+# admit() -> conversations that join a running batch (continuous batching); [] when none is waiting
+AdmitFn = Callable[[], list[list[dict]]]
+# on_done(row, output) sees each row's output as soon as the row is done
+DoneFn = Callable[[int, dict], None]
 
 CALL_LIMIT = "Tool call limit reached: answer with what you have."
 _CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
@@ -144,6 +151,8 @@ class Engine:
         citable: CitableFn | None = None,
         prescribed: list[dict[int, int]] | None = None,
         doubts: bool = False,
+        admit: AdmitFn | None = None,
+        on_done: DoneFn | None = None,
     ) -> list[dict]:
         """Answer each conversation (messages ending with a user turn) once; return, per row, {"messages",
         "tokens" (prompt and generated ids), "prompt_tokens", "sampled" (per generated token: chosen by the
@@ -153,9 +162,13 @@ class Engine:
         `citable`: quotes are held verbatim to what it says each row may cite (None: no quote holding).
         `prescribed`: per row, tokens taken instead of the model's choice at those choice indices.
         `doubts`: record, per row, each greedy choice that was the model's own, with the tokens it
-        thought next likeliest (`Doubt`): where a branching retry may branch."""
-        rows = []
-        for n, messages in enumerate(conversations):
+        thought next likeliest (`Doubt`): where a branching retry may branch.
+        `admit`: continuous batching. Polled once a step, it returns more conversations, which join the
+        running batch as rows n, n+1, ... (prefilled on their own, their cache rows then joined to the
+        batch's); the call returns once every row is done and it returns none.
+        `on_done(row, output)`: each row's output as soon as that row is done."""
+
+        def new_row(messages: list[dict], chosen: dict[int, int]) -> Row:
             ids = self.prompt(messages)
             quote = None
             if citable is not None:
@@ -163,23 +176,12 @@ class Engine:
                 for m in messages:
                     if m.get("role") == "tool":
                         quote.add(passage_lines(m.get("content")))
-            rows.append(
-                Row([dict(m) for m in messages], ids, len(ids), quote, prescribed[n] if prescribed else {})
-            )
+            return Row([dict(m) for m in messages], ids, len(ids), quote, chosen)
+
+        rows = [new_row(m, prescribed[n] if prescribed else {}) for n, m in enumerate(conversations)]
         device = next(self.model.parameters()).device
         sample = Sampler(cfg)
-
-        # Prefill: left-pad the prompts so that every row's next token sits in the last column.
-        width = max(len(r.cached) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r.cached) :] = torch.tensor(r.cached)
-            attention[i, width - len(r.cached) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = growing_cache(self.model)
-        logits = self._forward(input_ids, attention, positions, cache, device)
-
+        cache, attention, logits = self._prefill(rows, device)
         batch = list(range(len(rows)))  # the rows still in the batch tensors (finished ones leave it)
         while True:
             step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
@@ -232,9 +234,19 @@ class Engine:
                     self._finish(r, "max_new_tokens")
                 if not r.done and len(r.cached) + len(r.forced) >= self.context:
                     self._finish(r, "context")
+                if r.done and on_done is not None:
+                    on_done(i, _output(r))
             keep = [j for j, i in enumerate(batch) if not rows[i].done]
-            if not keep:
+            # A cache with layers that cannot take rows (sliding windows) takes new ones only once empty.
+            admitting = admit is not None and (not keep or joinable(cache))
+            joining = [new_row(m, {}) for m in admit()] if admitting else []
+            if not keep and not joining:
                 break
+            if not keep:  # the batch is done: the joining rows are the new batch
+                cache, attention, logits = self._prefill(joining, device)
+                batch = list(range(len(rows), len(rows) + len(joining)))
+                rows += joining
+                continue
             if len(batch) - len(keep) >= max(1, len(batch) // 8):  # drop finished rows from the batch
                 index = torch.tensor(keep)
                 cache.batch_select_indices(index.to(device))
@@ -243,19 +255,27 @@ class Engine:
             attention = torch.cat([attention, live], dim=1)
             positions = torch.tensor([[len(rows[i].cached) - 1] for i in batch])
             logits = self._forward(step, attention, positions, cache, device)
-        return [
-            {
-                "messages": r.messages,
-                "tokens": r.cached,
-                "prompt_tokens": r.prompt,
-                "sampled": r.sampled,
-                "tool_calls": r.calls,
-                "stop": r.stop,
-                "turns": r.turns,
-                "doubts": r.doubts,
-            }
-            for r in rows
-        ]
+            if joining:  # prefilled apart, then their cache rows join the batch's, left-padded to one width
+                joined, joined_attention, joined_logits = self._prefill(joining, device)
+                width = join_caches(cache, joined)
+                attention = torch.cat([_left_pad(attention, width), _left_pad(joined_attention, width)])
+                logits = torch.cat([logits, joined_logits])
+                batch += range(len(rows), len(rows) + len(joining))
+                rows += joining
+        return [_output(r) for r in rows]
+
+    def _prefill(self, rows: list[Row], device) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """A new cache holding `rows`' prompts, left-padded so that every row's next token sits in the last
+        column; its attention mask and the rows' next-token logits."""
+        width = max(len(r.cached) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r.cached) :] = torch.tensor(r.cached)
+            attention[i, width - len(r.cached) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = growing_cache(self.model)
+        return cache, attention, self._forward(input_ids, attention, positions, cache, device)
 
     def _forward(self, input_ids, attention, positions, cache, device) -> torch.Tensor:
         """The next-token logits of each row (float32, on the CPU), the cache extended in place."""
@@ -333,6 +353,24 @@ class Engine:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
+
+
+def _output(r: Row) -> dict:
+    return {
+        "messages": r.messages,
+        "tokens": r.cached,
+        "prompt_tokens": r.prompt,
+        "sampled": r.sampled,
+        "tool_calls": r.calls,
+        "stop": r.stop,
+        "turns": r.turns,
+        "doubts": r.doubts,
+    }
+
+
+def _left_pad(attention: torch.Tensor, width: int) -> torch.Tensor:
+    """An attention mask widened to `width` columns by masked columns on the left."""
+    return torch.nn.functional.pad(attention, (width - attention.shape[1], 0))
 
 
 def _with_default_k(call: dict, k: int) -> dict:

@@ -34,10 +34,41 @@ class _GrowingLayer(DynamicLayer):
         self.keys, self.values = keys[..., :m, :], values[..., :m, :]
         return self.keys, self.values
 
+    def join(self, other: DynamicLayer) -> None:
+        """Append `other`'s rows, the shorter side's keys and values left-padded with zeros."""
+        n, m = self.get_seq_length(), other.get_seq_length()
+        width = max(n, m)
+        joined = []
+        for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+            rows = mine.shape[0] + theirs.shape[0]
+            buffer = mine.new_zeros((rows, *mine.shape[1:-2], max(2 * width, 64), mine.shape[-1]))
+            buffer[: mine.shape[0], ..., width - n : width, :] = mine
+            buffer[mine.shape[0] :, ..., width - m : width, :] = theirs
+            joined.append(buffer)
+        self._buffers = joined
+        self.keys, self.values = (b[..., :width, :] for b in joined)
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if m := self.get_seq_length():
             self._buffers = [b[indices, ...] for b in self._buffers]
             self.keys, self.values = (b[..., :m, :] for b in self._buffers)
+
+
+def joinable(cache: DynamicCache) -> bool:
+    """Whether rows of another batch can join `cache` (`join_caches`): every layer says how."""
+    return all(hasattr(layer, "join") for layer in cache.layers)
+
+
+def join_caches(cache: DynamicCache, other: DynamicCache) -> int:
+    """Append the rows of `other` (a batch prefilled apart) to `cache`'s batch, in place, for continuous
+    batching; the shorter side is left-padded with zero keys and values, columns its attention mask
+    masks. Returns the joined sequence length. A layer that is no growing full-attention layer must say
+    how its rows join (a `join(other)` method); sliding-window layers cannot."""
+    for mine, theirs in zip(cache.layers, other.layers, strict=True):
+        if not hasattr(mine, "join"):
+            raise ValueError(f"a cache layer of kind {type(mine).__name__} cannot take rows of another batch")
+        mine.join(theirs)
+    return cache.get_seq_length()
 
 
 def growing_cache(model) -> DynamicCache:

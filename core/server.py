@@ -13,8 +13,9 @@ with `tools=[search]` gets standard client-side function calling instead: a turn
 `finish_reason="tool_calls"` and the client sends the results back, which is how `cogcore traces` can use
 this server as an OpenAI-compatible teacher.
 
-One thread runs the model. Requests queue, and each engine call takes up to `batch_size` of those with
-the same sampling settings, one KV-cache row each, so answers never mix. Bad requests (size, count,
+One thread runs the model, batching continuously: requests with the same sampling settings share one
+engine call, one KV-cache row each (so answers never mix), and a queued request joins the running call
+as soon as a row finishes, up to `batch_size` rows at once. Bad requests (size, count,
 `max_tokens`, an unknown model, a conversation the template cannot render or the window cannot hold) get
 a 4xx with an OpenAI-style JSON error body.
 """
@@ -126,8 +127,12 @@ class Job:
 
 
 class Batcher:
-    """The one thread that runs the model: it takes queued jobs in batches of up to `size` that share
-    sampling settings, and answers each batch with one engine call."""
+    """The one thread that runs the model, batching continuously: an engine call starts with the queued
+    jobs that share the first one's sampling settings, up to `size`, and as its rows finish, jobs queued
+    behind them with those settings join it, up to `size` rows running at once; each job's reply is handed
+    back as soon as its row is done. A job with other settings waits for the call to end (jobs are taken
+    in order, so none is passed over for long). The verified decoder (generation.retries, non-streamed
+    jobs) retries whole batches, so its calls take no joining jobs."""
 
     def __init__(self, assistant: Assistant, size: int):
         self.assistant, self.size = assistant, size
@@ -159,26 +164,51 @@ class Batcher:
                     self.pending.remove(job)
             return batch
 
+    def _joining(self, gcfg: GenerationConfig, room: int) -> list[Job]:
+        """Up to `room` jobs from the head of the queue that share `gcfg`; clients already gone are
+        dropped."""
+        with self.ready:
+            taken = []
+            while self.pending and len(taken) < room and self.pending[0].gcfg == gcfg and not self.closed:
+                job = self.pending.popleft()
+                if not job.cancel.is_set():
+                    taken.append(job)
+            return taken
+
     def _run(self) -> None:
         while (batch := self._take()) is not None:
             batch = [job for job in batch if not job.cancel.is_set()]  # clients already gone
-            if not batch:
-                continue
-            try:
-                replies = answer(
-                    self.assistant,
-                    [job.messages for job in batch],
-                    batch[0].gcfg,
-                    [job.stream for job in batch],
-                    lambda row, search, batch=batch: batch[row].push("search", search),
-                )
-            except Exception as e:  # the requests of a failed batch get its error instead of waiting forever
-                log.exception("engine failed on a batch of %d requests", len(batch))
-                for job in batch:
+            if batch:
+                self._answer(batch)
+
+    def _answer(self, batch: list[Job]) -> None:
+        """One engine call: `batch`, and the jobs that join it while it runs (appended to it)."""
+        gcfg, replied = batch[0].gcfg, set()
+
+        def admit() -> list[tuple[list[dict], TextStream]]:
+            joining = self._joining(gcfg, self.size - (len(batch) - len(replied)))
+            batch.extend(joining)
+            return [(job.messages, job.stream) for job in joining]
+
+        def reply(row: int, reply: Reply) -> None:
+            replied.add(row)
+            batch[row].push("done", reply)
+
+        try:
+            answer(
+                self.assistant,
+                [job.messages for job in batch],
+                gcfg,
+                [job.stream for job in batch],
+                lambda row, search: batch[row].push("search", search),
+                admit=admit,
+                on_reply=reply,
+            )
+        except Exception as e:  # the requests of a failed batch get its error instead of waiting forever
+            log.exception("engine failed on a batch of %d requests", len(batch))
+            for row, job in enumerate(batch):
+                if row not in replied:
                     job.push("error", f"{type(e).__name__}: {e}")
-                continue
-            for job, reply in zip(batch, replies, strict=True):
-                job.push("done", reply)
 
 
 def _text(message: Message, i: int) -> str | None:

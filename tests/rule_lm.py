@@ -33,15 +33,16 @@ class RuleLM(torch.nn.Module):
         self.config, self.generation_config = self.inner.config, self.inner.generation_config
         self.tokenizer, self.reply = tokenizer, reply
         self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
-        self.history: dict[int, list[int]] = {}  # per engine row
+        self.history: dict[int, list[int]] = {}  # per row, numbered across every prefill this model ran
         self.targets: dict[int, tuple[int, list[int]]] = {}
-        self.widest = 0  # the most rows one engine call ran at once
+        self.prefilled = 0  # rows prefilled so far: a new prefill's rows are numbered from here
+        self.widest = 0  # the most rows one forward ran at once
 
     def forward(self, input_ids, attention_mask, past_key_values=None, **kwargs):
-        if past_key_values is None or past_key_values.get_seq_length() == 0:  # a new batch
-            self.history, self.targets = {}, {}
-            self.widest = max(self.widest, input_ids.shape[0])
-        rows = batch_rows(past_key_values, input_ids.shape[0])
+        self.widest = max(self.widest, input_ids.shape[0])
+        rows = batch_rows(past_key_values, input_ids.shape[0], self.prefilled)
+        if past_key_values is None or past_key_values.get_seq_length() == 0:  # a new batch, or rows joining
+            self.prefilled += input_ids.shape[0]
         out = self.inner(
             input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
         )

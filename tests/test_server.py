@@ -240,6 +240,18 @@ def test_a_client_that_leaves_stops_its_non_streamed_row(served):
         hook.remove()
 
 
+def test_a_request_joins_the_running_batch_instead_of_waiting_for_it(client, served):
+    model = served[1]
+    rambling = ask(client, "please ramble", stream=True)  # ~512 tokens, token by token
+    first = next(c for c in rambling if c.choices[0].delta.content)
+    assert first and model.widest >= 1
+    model.widest = 0
+    short = ask(client, "What do cats do?")  # sent while the rambling row runs
+    assert list(rambling)[-1].choices[0].finish_reason == "length"
+    assert final_answer(short.choices[0].message.content) == "notes/cats.md#0"
+    assert model.widest == 2  # the short request's row ran beside the rambling one, in its batch
+
+
 def test_32_concurrent_requests_each_get_their_own_search_results(client, served):
     model = served[1]
     model.widest = 0

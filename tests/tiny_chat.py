@@ -124,21 +124,25 @@ class _RowIds(DynamicLayer):
     """Not a layer of keys: which engine row each batch position holds. Riding in the cache, it follows the
     engine's `batch_select_indices` when finished rows leave the batch."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, start: int = 0):
         super().__init__()
-        self.ids = list(range(width))
+        self.ids = list(range(start, start + width))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.ids = [self.ids[j] for j in indices.tolist()]
 
+    def join(self, other: _RowIds) -> None:  # rows prefilled apart join the batch (continuous batching)
+        self.ids += other.ids
 
-def batch_rows(cache, width: int) -> list[int]:
+
+def batch_rows(cache, width: int, start: int = 0) -> list[int]:
     """The engine rows a model's batch positions hold now, for test models that keep state per row: the
-    batch is every row at prefill (an empty cache), then shrinks as the engine drops finished rows."""
+    batch is every row at prefill (an empty cache; numbered from `start`), then shrinks as the engine drops
+    finished rows and grows as rows prefilled apart join it."""
     if cache is None:  # a plain forward (scoring), no engine
-        return list(range(width))
+        return list(range(start, start + width))
     if cache.get_seq_length() == 0:
-        cache.layers.append(_RowIds(width))  # the engine makes a new cache for every batch
+        cache.layers.append(_RowIds(width, start))  # the engine makes a new cache for every prefill
     return next(layer.ids for layer in cache.layers if isinstance(layer, _RowIds))
 
 
