@@ -112,6 +112,32 @@ def test_the_oracle_has_a_compositionality_gap_too(world):
     assert hop["hops"] == [multi[0]["hops"][0]] and hop["gold_passages"] == [multi[0]["hops"][0]["passage"]]
 
 
+class Forgetful:
+    """The real retriever, but while `forgetting` it never returns the passage `lost`."""
+
+    def __init__(self, retriever, lost: str):
+        self.retriever, self.lost, self.forgetting = retriever, lost, True
+
+    def search(self, query, k, collection=None):
+        hits = self.retriever.search(query, k, collection)
+        return [p for p in hits if not (self.forgetting and p["id"] == self.lost)]
+
+
+def test_the_oracle_misses_a_hop_and_g_asks_it_the_hops(world):
+    """Issue 32 on world.seed=7: the oracle missed a multi-hop question (no phrasing found one hop's
+    passage), and G, asking it the single hops, raised KeyError 'hops'. Here the search loses a compose
+    question's second hop while the question is asked, and finds it again for G."""
+    questions, retriever, passages = world
+    question = next(q for q in questions if q["type"] == "compose")
+    search = Forgetful(retriever, question["hops"][1]["passage"])
+    oracle = Oracle(k=3, reformulations=2)
+    records = run_suite(oracle, "T", [question], search, passages)["records"]
+    assert records[0]["grade"] != "correct" and records[0]["stop"] != "answer"
+    search.forgetting = False
+    gap = compositionality_gap(oracle, records, [question], search, passages)
+    assert gap == {"G": 1.0, "failed_multi_hop": 1, "hops_all_correct": 1}
+
+
 def test_questions_file_errors_name_the_line(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"question": "Who?", "answers": ["A"]}\n{"question": "Why?", "answers": "B"}\n')
