@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 
 import bm25s
@@ -21,11 +22,13 @@ def build(texts: list[str]) -> bm25s.BM25:
 
 def build_streaming(chunks: Iterable[list[str]]) -> bm25s.BM25:
     """Index texts that arrive in chunks: each chunk is tokenised to ids (the vocabulary growing as it
-    goes), so memory holds the token ids, never the texts of the whole corpus."""
+    goes), so memory holds the token ids, never the texts of the whole corpus. Each passage's ids are an
+    int32 array: a Python list of ints costs about 7 times as much."""
     tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=_STEMMER)
-    ids: list[list[int]] = []
+    ids: list[array] = []
     for texts in chunks:
-        ids += tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
+        tokens = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
+        ids += [array("i", doc) for doc in tokens]
     model = bm25s.BM25()
     model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=tokenizer.get_vocab_dict()), show_progress=False)
     return model

@@ -90,6 +90,9 @@ def use_gpu(device: str) -> bool:
 
 
 def to_gpu(index: faiss.Index, resources) -> faiss.Index:
+    """The index on GPU 0; an hnsw index, which FAISS cannot move there, stays on the CPU."""
+    if isinstance(index, faiss.IndexHNSW):
+        return index
     return faiss.index_cpu_to_gpu(resources, 0, index)
 
 

@@ -235,3 +235,15 @@ def test_question_sets_in_flashrag_datasets_and_parquet_forms(tmp_path):
     )
     with pytest.raises(DataError, match=r"bad\.parquet:row 0: 'answers' must be a non-empty list"):
         list(iter_qa(tmp_path / "bad.parquet"))
+
+
+def test_multi_process_encoding_gives_the_same_index(tmp_path):
+    corpus = write_jsonl(tmp_path / "wiki.jsonl", flashrag_rows(24))
+    common = (f"corpus.path={corpus}", "retriever=dense", "retriever.shard_size=10")
+    one = make_cfg("index", tmp_path / "one", *common)
+    two = make_cfg("index", tmp_path / "two", *common, "retriever.encode_devices=[cpu,cpu]")
+    index(one)
+    index(two)
+    a = Retriever.load(tmp_path / "one" / "index", one.retriever).collections["corpus"].dense
+    b = Retriever.load(tmp_path / "two" / "index", two.retriever).collections["corpus"].dense
+    assert np.allclose(a.reconstruct_n(0, 24), b.reconstruct_n(0, 24), atol=1e-5)
