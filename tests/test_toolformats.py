@@ -274,3 +274,30 @@ def test_a_hermes_checkpoint_is_served_and_evaluated_with_its_search_tool(tokeni
         results = [m["content"] for m in record["messages"] if m["role"] == "tool"]
         assert results[0].startswith(f"[{question['world']}-")  # a search of its own world ran
         assert record["prediction"] == results[0][1 : results[0].index("]")]
+
+
+def test_cogcore_inspect_says_what_cogcore_makes_of_a_checkpoint(tokenizers, tmp_path, capsys):
+    from conftest import make_cfg
+
+    from cogcore.core.show import inspect
+
+    for fmt, family in (("hermes", "chatml"), ("llama3_json", "llama3"), ("cogcore", "cogcore")):
+        folder = tmp_path / fmt
+        model = tiny_llama(tokenizers[fmt])
+        model.save_pretrained(folder)
+        tokenizers[fmt].save_pretrained(folder)
+        info = inspect(make_cfg("inspect", tmp_path, f"model={folder}", "json=true"))
+        assert json.loads(capsys.readouterr().out) == info
+        assert info["params"] == sum(p.numel() for p in model.parameters())
+        assert (info["architecture"], info["chat_family"]) == ("LlamaForCausalLM", family)
+        assert info["tool_format"] == fmt and info["assistant_mask"] is True
+    plain = tokenizers["hermes"]
+    template, plain.chat_template = (
+        plain.chat_template,
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    )
+    plain.save_pretrained(tmp_path / "hermes")
+    plain.chat_template = template
+    info = inspect(make_cfg("inspect", tmp_path, f"model={tmp_path / 'hermes'}"))
+    assert info["tool_format"] is None and info["assistant_mask"] is False
+    assert "tool_format     none" in capsys.readouterr().out
