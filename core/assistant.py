@@ -11,6 +11,7 @@ finds nothing here.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class Reply:
     searches: list[Search]
     citations: list[str]  # ids of retrieved passages the text cites as `[id]`, in order of citation
     finish: str  # stop | length | tool_calls
-    stop: str  # the engine's reason (answer, stopped, context, ...)
+    stop: str  # the engine's reason (answer, stopped, context, ...), or loop (cut as it kept repeating)
     prompt_tokens: int
     completion_tokens: int  # tokens the model wrote (tool results not counted)
 
@@ -131,7 +132,8 @@ class TextStream:
     is hidden (a call opener still being written is held back), turns are joined by a newline, and each new
     piece goes to `emit`. A `stop` string (held back while it may still be forming, and never shown),
     `max_tokens` written tokens or a set `cancel` event ends the answer: the call returns True and the
-    engine stops the row."""
+    engine stops the row. So does a loop (the same piece of text written over and over, as a small model
+    may): `looped` says so. A special token the model writes inside a turn is never shown."""
 
     def __init__(
         self,
@@ -152,6 +154,9 @@ class TextStream:
         self.turn: list[int] = []
         self.tokens = 0
         self.reason: str | None = None  # stop | length, when this stream ended the answer
+        self.looped = False  # the answer was cut because it kept repeating itself
+        specials = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
+        self.specials = re.compile("|".join(map(re.escape, specials))) if specials else None
 
     def __call__(self, token: int) -> bool:
         self.tokens += 1
@@ -164,6 +169,9 @@ class TextStream:
             self.finished, self.turn = full, []
         if self._advance(full):
             return True
+        if repeating(full):
+            self.reason, self.looped = "stop", True
+            return True
         if self.max_tokens is not None and self.tokens >= self.max_tokens:
             self._send(full[len(self.text) :])
             self.reason = "length"
@@ -174,7 +182,8 @@ class TextStream:
         text = self.tokenizer.decode(self.turn, skip_special_tokens=False)
         # A character whose bytes are not all written yet decodes as U+FFFD: wait for the rest.
         text = text if complete else text.rstrip("\ufffd")
-        return (self.format.visible(text, complete) if self.format else text).lstrip()
+        text = self.format.visible(text, complete) if self.format else text
+        return (self.specials.sub("", text) if self.specials else text).lstrip()
 
     def _advance(self, full: str) -> bool:
         hits = [i for i in (full.find(s, len(self.text)) for s in self.stop) if i >= 0]
@@ -195,6 +204,17 @@ class TextStream:
             self.text += piece
             if self.emit is not None:
                 self.emit(piece)
+
+
+def repeating(text: str, times: int = 5, span: int = 80, longest: int = 200) -> bool:
+    """Whether `text` ends with one piece written at least `times` times in a row, over at least `span`
+    characters (a loop such as 'I need the not ofI need the not of...'; a ruled line of dashes is
+    shorter)."""
+    for period in range(1, min(longest, len(text) // times) + 1):
+        piece = text[-period:]
+        if text.endswith(piece * max(times, -(-span // period))):
+            return True
+    return False
 
 
 def citations(text: str, searches: list[Search]) -> list[str]:
@@ -234,7 +254,7 @@ def answer(
             searches=found,
             citations=citations(stream.text, found),
             finish=stream.reason or FINISH[out["stop"]],
-            stop=out["stop"],
+            stop="loop" if stream.looped else out["stop"],
             prompt_tokens=out["prompt_tokens"],
             completion_tokens=sum(out["sampled"]),
         )

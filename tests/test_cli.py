@@ -60,6 +60,7 @@ JOB_KEYS = {
     "pipeline": {key: value for keys in STAGE_KEYS.values() for key, value in keys.items()},
     "chat": ASSISTANT_KEYS,
     "serve": {**ASSISTANT_KEYS, "port": 8000, "batch_size": 8},
+    "inspect": {"model": "runs/demo/student", "gguf_file": None, "json": False},
 }
 
 
@@ -130,6 +131,8 @@ def test_normal_install_ships_the_configs(tmp_path):
         "cogcore/core/cli.py",
         "cogcore/distill/teachers/oracle.py",
         "cogcore/retrieval/retriever.py",
+        "cogcore/core/templates/hermes.json",  # tool-call formats and chat templates are package data
+        "cogcore/core/templates/chatml_hermes.jinja",
     ):
         assert expected in names
     assert not any(n.startswith(("tests/", "cogcore/tests")) for n in names)
