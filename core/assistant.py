@@ -3,14 +3,16 @@ and an index, the text a person reads as it streams, the searches an answer ran 
 and a conversation kept within the model's window.
 
 Any Hugging Face causal LM with a chat template can be loaded. The search tool is offered only to a model
-whose template writes tool calls in cogcore's format (`<|call|>{json}<|/call|>`, the one the engine
-parses); any other model runs without it, and `notes` says so. With no index (`index=null`) the tool is
-still offered (a server's clients may run it themselves) but finds nothing here.
+whose template writes tool calls in a format the engine parses (core/toolformats.py: cogcore's, Hermes,
+Llama 3 JSON, Mistral; `tool_format=` names it); any other model runs without it, and `notes` says so.
+With no index (`index=null`) the tool is still offered (a server's clients may run it themselves) but
+finds nothing here.
 """
 
 from __future__ import annotations
 
 import html
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,19 +21,19 @@ from pathlib import Path
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from cogcore.core.chat import CALL, END_CALL
 from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import Engine
 from cogcore.core.generation import GenerationConfig, citable, generate, generation_config
 from cogcore.core.io import DataError
-from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, search_call
+from cogcore.core.toolformats import FORMATS, ToolFormat, tool_format
+from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT
 
 Searcher = Callable[[str, int], list[dict]]  # (query, k) -> ranked passages {id, title, text, score}
 
 
 @dataclass
 class Assistant:
-    engine: Engine  # engine.tools is [SEARCH_TOOL] when the model speaks cogcore's tool format, else []
+    engine: Engine  # engine.tools is [SEARCH_TOOL] when the model writes tool calls, else []
     search: Searcher | None  # None: no index, a search finds nothing
     name: str  # what /v1/models lists: the checkpoint folder's name unless configured
     notes: list[str] = field(default_factory=list)  # what a person should know at startup
@@ -55,7 +57,7 @@ class Reply:
     searches: list[Search]
     citations: list[str]  # ids of retrieved passages the text cites as `[id]`, in order of citation
     finish: str  # stop | length | tool_calls
-    stop: str  # the engine's reason (answer, stopped, context, ...)
+    stop: str  # the engine's reason (answer, stopped, context, ...), or loop (cut as it kept repeating)
     prompt_tokens: int
     completion_tokens: int  # tokens the model wrote (tool results not counted)
     tries: int = 1  # answers drawn: more than one when a verified answer was retried (generation.retries)
@@ -72,16 +74,10 @@ FINISH = {
 }
 
 
-def speaks_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether the chat template writes a tool call as `<|call|>{arguments}<|/call|>`, the format the engine
-    parses out of generated text."""
-    call = search_call("call_0", "probe", 1)
-    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
-    try:
-        text = tokenizer.apply_chat_template(probe, tools=[SEARCH_TOOL], tokenize=False)
-    except Exception:  # a foreign Jinja template can fail in any way on a tool call: it does not speak ours
-        return False
-    return f"{CALL}{call['function']['arguments']}{END_CALL}" in text
+def speaks_tools(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> ToolFormat | None:
+    """The format in which the chat template writes tool calls (core/toolformats.py; `name` when a config
+    says), or None when it writes none the engine can parse back."""
+    return tool_format(tokenizer, name)
 
 
 def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -124,12 +120,14 @@ def load_search(index: str, rcfg: DictConfig, collection: str | None) -> tuple[S
 def load_assistant(cfg: DictConfig) -> Assistant:
     """The checkpoint `model=`, searching `index=` (collection `collection=`) when the model speaks the tool
     format and an index is given."""
-    model, tokenizer = load_model(cfg.model, cfg.device)
-    notes, search, tools = [], None, speaks_tools(tokenizer)
-    if not tools:
+    model, tokenizer = load_model(cfg.model, cfg.device, gguf_file=cfg.get("gguf_file"))
+    notes, search = [], None
+    fmt = speaks_tools(tokenizer, cfg.get("tool_format"))
+    if fmt is None:
         notes.append(
-            f"model={cfg.model}: its chat template does not write tool calls as {CALL}...{END_CALL}, "
-            "so it runs without the search tool"
+            f"model={cfg.model}: its chat template writes no tool calls in a format cogcore parses "
+            f"({', '.join(FORMATS)}), so it runs without the search tool; set tool_format=<format> if it "
+            "has one"
         )
     elif cfg.index is None:
         notes.append("index=null: no index, so every search here finds nothing")
@@ -137,7 +135,8 @@ def load_assistant(cfg: DictConfig) -> Assistant:
         search, where = load_search(cfg.index, cfg.retriever, cfg.collection)
         notes.append(f"searching {where}")
     name = cfg.model_name or Path(cfg.model).expanduser().resolve().name
-    return Assistant(Engine(model, tokenizer, tools=[SEARCH_TOOL] if tools else []), search, name, notes)
+    engine = Engine(model, tokenizer, tools=[SEARCH_TOOL] if fmt else [], tool_format=fmt)
+    return Assistant(engine, search, name, notes)
 
 
 def assistant_generation(assistant: Assistant, cfg: DictConfig, **overrides) -> GenerationConfig:
@@ -150,9 +149,11 @@ def assistant_generation(assistant: Assistant, cfg: DictConfig, **overrides) -> 
 
 class TextStream:
     """One answer's visible text as the model writes it, fed one sampled token at a time: tool-call markup
-    is hidden, turns are joined by a newline, and each new piece goes to `emit`. A `stop` string (held
-    back while it may still be forming, and never shown), `max_tokens` written tokens or a set `cancel`
-    event ends the answer: the call returns True and the engine stops the row."""
+    is hidden (a call opener still being written is held back), turns are joined by a newline, and each new
+    piece goes to `emit`. A `stop` string (held back while it may still be forming, and never shown),
+    `max_tokens` written tokens or a set `cancel` event ends the answer: the call returns True and the
+    engine stops the row. So does a loop (the same piece of text written over and over, as a small model
+    may): `looped` says so. A special token the model writes inside a turn is never shown."""
 
     def __init__(
         self,
@@ -162,8 +163,10 @@ class TextStream:
         stop: list[str] | tuple[str, ...] = (),
         max_tokens: int | None = None,
         cancel: threading.Event | None = None,
+        fmt: ToolFormat | None = None,
     ):
         self.tokenizer, self.end_ids, self.emit = tokenizer, end_ids, emit
+        self.format = fmt or tool_format(tokenizer)  # the engine's (Engine.format): its calls are hidden
         self.stop, self.max_tokens = [s for s in stop if s], max_tokens
         self.cancel = cancel or threading.Event()
         self.text = ""  # emitted so far
@@ -171,6 +174,9 @@ class TextStream:
         self.turn: list[int] = []
         self.tokens = 0
         self.reason: str | None = None  # stop | length, when this stream ended the answer
+        self.looped = False  # the answer was cut because it kept repeating itself
+        specials = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
+        self.specials = re.compile("|".join(map(re.escape, specials))) if specials else None
 
     def __call__(self, token: int) -> bool:
         self.tokens += 1
@@ -183,6 +189,9 @@ class TextStream:
             self.finished, self.turn = full, []
         if self._advance(full):
             return True
+        if repeating(full):
+            self.reason, self.looped = "stop", True
+            return True
         if self.max_tokens is not None and self.tokens >= self.max_tokens:
             self._send(full[len(self.text) :])
             self.reason = "length"
@@ -190,9 +199,11 @@ class TextStream:
         return self.cancel.is_set()
 
     def _visible(self, complete: bool) -> str:
-        text = self.tokenizer.decode(self.turn, skip_special_tokens=False).split(CALL)[0].lstrip()
+        text = self.tokenizer.decode(self.turn, skip_special_tokens=False)
         # A character whose bytes are not all written yet decodes as U+FFFD: wait for the rest.
-        return text if complete else text.rstrip("\ufffd")
+        text = text if complete else text.rstrip("\ufffd")
+        text = self.format.visible(text, complete) if self.format else text
+        return (self.specials.sub("", text) if self.specials else text).lstrip()
 
     def _advance(self, full: str) -> bool:
         hits = [i for i in (full.find(s, len(self.text)) for s in self.stop) if i >= 0]
@@ -213,6 +224,17 @@ class TextStream:
             self.text += piece
             if self.emit is not None:
                 self.emit(piece)
+
+
+def repeating(text: str, times: int = 5, span: int = 80, longest: int = 200) -> bool:
+    """Whether `text` ends with one piece written at least `times` times in a row, over at least `span`
+    characters (a loop such as 'I need the not ofI need the not of...'; a ruled line of dashes is
+    shorter)."""
+    for period in range(1, min(longest, len(text) // times) + 1):
+        piece = text[-period:]
+        if text.endswith(piece * max(times, -(-span // period))):
+            return True
+    return False
 
 
 def citations(text: str, searches: list[Search]) -> list[str]:
@@ -267,7 +289,7 @@ def answer(
             searches=found,
             citations=citations(stream.text, found),
             finish=stream.reason or FINISH[out["stop"]],
-            stop=out["stop"],
+            stop="loop" if stream.looped else out["stop"],
             prompt_tokens=out["prompt_tokens"],
             completion_tokens=sum(out["sampled"]),
             tries=out.get("tries", 1),
@@ -358,7 +380,10 @@ class Session:
         engine = self.assistant.engine
         asked = {"role": "user", "content": inert(engine.tokenizer, question)}
         conversation = fit_window(engine, self.history + [asked], self.budget)
-        stream = TextStream(engine.tokenizer, engine.end_ids, emit, max_tokens=self.max_tokens, cancel=cancel)
+        stream = TextStream(
+            engine.tokenizer, engine.end_ids, emit, max_tokens=self.max_tokens, cancel=cancel,
+            fmt=engine.format,
+        )
         show = None if on_search is None else (lambda _, search: on_search(search))
         (reply,) = answer(self.assistant, [conversation], self.gcfg, [stream], show)
         self.history = conversation + reply.messages

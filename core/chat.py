@@ -102,16 +102,24 @@ def render(messages: list[dict], tools: list[dict] | None = None, add_generation
 def chat_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[dict]:
     """`messages` as `tokenizer`'s chat template expects them. cogcore's template renders the JSON string
     arguments of a trace as they are; other templates follow the transformers convention of dict arguments
-    (many would otherwise JSON-encode the string a second time)."""
+    (many would otherwise JSON-encode the string a second time), except arguments that are not JSON."""
     if tokenizer.chat_template == CHAT_TEMPLATE:
         return messages
     out = []
     for m in messages:
         if m.get("tool_calls"):
             calls = [
-                {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
-                for c in m["tool_calls"]
+                {**c, "function": {**c["function"], "arguments": _arguments(c)}} for c in m["tool_calls"]
             ]
             m = {**m, "tool_calls": calls}
         out.append(m)
     return out
+
+
+def _arguments(call: dict):
+    """A call's arguments as a dict, or the string the model wrote when it is not JSON (a malformed call,
+    which the engine answers with the error: it is rendered as written)."""
+    try:
+        return json.loads(call["function"]["arguments"])
+    except json.JSONDecodeError:
+        return call["function"]["arguments"]

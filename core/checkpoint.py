@@ -18,17 +18,23 @@ def load_model(
     dtype: str = "auto",
     key: str = "model",
     check: Callable[[object], None] | None = None,
+    gguf_file: str | None = None,
 ):
     """(model, tokenizer) of the checkpoint folder `path`, in eval mode on `device` (auto: a GPU if any);
     `key` is the setting that named the folder, for the error messages. `check(tokenizer)` may refuse the
-    checkpoint (raising) before its weights are read."""
+    checkpoint (raising) before its weights are read. `gguf_file`: a GGUF file in that folder (as Ollama and
+    llama.cpp keep models), dequantised by transformers."""
     folder = Path(path).expanduser()
-    if not (folder / "config.json").exists():
+    if gguf_file is not None:
+        if not (folder / gguf_file).is_file():
+            raise DataError(f"gguf_file={gguf_file}: no such file in {key}={path}; name a .gguf file there")
+    elif not (folder / "config.json").exists():
         raise DataError(
             f"{key}={path}: no Hugging Face checkpoint here (config.json missing); train a student with "
-            f"`cogcore distill` or set {key}=<folder of a checkpoint>"
+            f"`cogcore distill` or set {key}=<folder of a checkpoint> (gguf_file=<name> for a GGUF file)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
     if check is not None:
         check(tokenizer)
     if tokenizer.chat_template is None:
@@ -37,5 +43,5 @@ def load_model(
             "a chat checkpoint or add a chat_template to its tokenizer_config.json"
         )
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra).to(device).eval()
     return model, tokenizer

@@ -24,6 +24,7 @@ JOBS = {
     "pipeline": ("cogcore.core.pipeline", "pipeline", "run every stage in order: the demo"),
     "chat": ("cogcore.core.terminal", "chat", "talk to the student in the terminal; it searches the index"),
     "serve": ("cogcore.core.server", "serve", "serve a checkpoint behind an OpenAI-compatible API"),
+    "inspect": ("cogcore.core.show", "inspect", "what cogcore makes of a checkpoint: size, tool format"),
 }
 
 # Generation settings that moved into the `generation` group (conf/generation/): per job, each old key

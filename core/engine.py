@@ -28,7 +28,6 @@ plus counts; the callers (evals, the assistant, HF teachers) add the metadata.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,11 +36,13 @@ from typing import NamedTuple
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from cogcore.core.chat import CALL, END_CALL, chat_messages
+from cogcore.core.chat import chat_messages
 from cogcore.core.constraints import ALTERNATIVES, UNLIKELY, Citable, VerbatimQuote, Vocab
 from cogcore.core.generation import GenerationConfig
 from cogcore.core.kvcache import growing_cache, join_caches, joinable
 from cogcore.core.sampling import Sampler
+from cogcore.core.toolformats import ToolFormat, get_format
+from cogcore.core.toolformats import tool_format as detect_format
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -66,7 +67,6 @@ AdmitFn = Callable[[], list[list[dict]]]
 DoneFn = Callable[[int, dict], None]
 
 CALL_LIMIT = "Tool call limit reached: answer with what you have."
-_CALL_RE = re.compile(re.escape(CALL) + r"(.*?)" + re.escape(END_CALL), re.DOTALL)
 
 
 class Doubt(NamedTuple):
@@ -97,23 +97,10 @@ class Row:
     stop: str = ""  # answer | max_new_tokens | max_tool_calls | context | stopped | tool_calls
 
 
-def parse_turn(text: str) -> tuple[str, list[dict]]:
-    """Split a generated assistant turn of cogcore's chat format into its text and its tool calls."""
-    calls = [
-        {"id": "", "type": "function", "function": {"name": SEARCH, "arguments": m.group(1).strip()}}
-        for m in _CALL_RE.finditer(text)
-    ]
-    content = _CALL_RE.sub("", text)
-    if CALL in content:  # an opened call the model never closed: still a (malformed) call
-        content, _, rest = content.partition(CALL)
-        calls.append({"id": "", "type": "function", "function": {"name": SEARCH, "arguments": rest.strip()}})
-    return content.strip(), calls
-
-
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict], prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        chat_messages(tokenizer, messages), tools=tools, tokenize=False, add_generation_prompt=prompt
-    )
+def parse_turn(text: str, fmt: ToolFormat | None = None) -> tuple[str, list[dict]]:
+    """Split a generated assistant turn into its text and its tool calls, written in `fmt` (default
+    cogcore's chat format; core/toolformats.py)."""
+    return (fmt or get_format("cogcore")).parse(text)
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict], prompt: bool) -> str:
@@ -123,16 +110,28 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: lis
 
 
 class Engine:
-    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, tools: list[dict] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer: PreTrainedTokenizerBase,
+        tools: list[dict] | None = None,
+        tool_format: ToolFormat | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.tools = tools if tools is not None else [SEARCH_TOOL]
+        # How the model writes a call (core/toolformats.py): given, else its template's (None: no calls).
+        self.format = tool_format or detect_format(tokenizer)
         # A chat model may end its turn with any of its generation config's eos ids (<|eot_id|>, ...).
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.end_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", 1 << 30)
         self.vocab = Vocab(tokenizer)
+
+    def parse(self, text: str) -> tuple[str, list[dict]]:
+        """A generated assistant turn's text and tool calls, in the model's format."""
+        return self.format.parse(text) if self.format is not None else (text.strip(), [])
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -295,7 +294,7 @@ class Engine:
         r.turn = []
         if r.quote is not None:
             r.quote.end_turn()
-        content, calls = parse_turn(text)
+        content, calls = self.parse(text)
         if not calls:
             r.messages.append({"role": "assistant", "content": content})
             r.stop = "answer"
@@ -351,7 +350,7 @@ class Engine:
         if r.turn:
             r.turns.append(r.turn)
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
-            r.messages.append({"role": "assistant", "content": parse_turn(text)[0]})
+            r.messages.append({"role": "assistant", "content": self.parse(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
 
 

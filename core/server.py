@@ -280,8 +280,8 @@ def check_tools(request: ChatRequest, assistant: Assistant) -> bool:
     if not assistant.engine.tools:
         raise ApiError(
             400,
-            f"model {assistant.name!r} is served without tools: its chat template does not write "
-            "cogcore's tool calls",
+            f"model {assistant.name!r} is served without tools: its chat template writes no tool "
+            "calls in a format cogcore parses",
             "tools",
         )
     names = [(tool.get("function") or {}).get("name") for tool in request.tools]
@@ -427,7 +427,7 @@ def create_app(assistant: Assistant, cfg: DictConfig) -> FastAPI:
 
         emit = (lambda piece: push("text", piece)) if request.stream else None
         cancel = threading.Event()
-        stream = TextStream(engine.tokenizer, engine.end_ids, emit, stop, max_tokens, cancel)
+        stream = TextStream(engine.tokenizer, engine.end_ids, emit, stop, max_tokens, cancel, engine.format)
         return Job(messages, gcfg, stream, push, events, cancel)
 
     return app

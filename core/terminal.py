@@ -64,6 +64,8 @@ def show_search(printer: Printer, search: Search) -> None:
 def show_end(printer: Printer, reply: Reply, tools: bool, cancelled: bool) -> None:
     if cancelled:
         printer.line("  [stopped]")
+    elif reply.stop == "loop":
+        printer.line("  [stopped: the answer kept repeating itself]")
     elif reply.stop == "context":
         printer.line("  [stopped: the model's window is full]")
     elif reply.finish == "length":

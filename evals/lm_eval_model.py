@@ -13,6 +13,8 @@ function of its suite from `evals/suites.py` (unavailable: K, oracle: R, live: T
     index           index folder, for live search (optional)
     corpus          corpus.jsonl, for the oracle's gold passages (optional; default: the index's passages)
     search          live | oracle | unavailable, for docs that name none (default live)
+    tool_format     how the model writes a call: cogcore | hermes | llama3_json | mistral (default: detected
+                    from its chat template, core/toolformats.py)
     retriever       a conf/retriever preset name (hybrid, bm25, dense) or its config as a mapping
     k, max_new_tokens, quotes, retries, steps, ...
                     any key of conf/generation/ (core.generation.GenerationConfig), with its default
@@ -35,6 +37,8 @@ from tqdm import tqdm
 from cogcore.core.engine import Engine
 from cogcore.core.generation import FIELDS, GenerationConfig, generate, generation_config
 from cogcore.core.io import DataError, read_jsonl
+from cogcore.core.toolformats import FORMATS
+from cogcore.core.toolformats import tool_format as detect_format
 from cogcore.core.tools import SYSTEM_PROMPT
 from cogcore.evals.lm_eval_tasks import SEARCH
 from cogcore.evals.suites import SUITES, search_for
@@ -97,6 +101,7 @@ class CogcoreLM(HFLM):
         retriever: str | Mapping = "hybrid",
         batch_size: int | str = 1,
         device: str | None = None,
+        tool_format: str | None = None,
         **kwargs,
     ):
         if search not in SUITE_OF:
@@ -106,6 +111,12 @@ class CogcoreLM(HFLM):
         super().__init__(pretrained=pretrained, batch_size=batch_size, device=device, **kwargs)
         self.generation = generation
         self.search = search
+        self.tool_format = detect_format(self.tokenizer, tool_format)
+        if self.tool_format is None:
+            raise DataError(
+                f"pretrained={pretrained}: its chat template writes no tool calls in a format cogcore parses "
+                f"({', '.join(FORMATS)}); set model_args tool_format=<format> if it has one"
+            )
         self.retriever = Retriever.load(index, retriever_config(retriever)) if index else None
         # The oracle's gold passages: from the corpus if given, else from the index's collections.
         if corpus:
@@ -134,7 +145,7 @@ class CogcoreLM(HFLM):
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """The final assistant turn for each request, one suite at a time (a batch shares its search)."""
-        engine = Engine(self.model, self.tokenizer)
+        engine = Engine(self.model, self.tokenizer, tool_format=self.tool_format)
         # batch_size=auto sizes loglikelihood batches; generation then takes max_batch_size rows at once.
         size = self.batch_size if isinstance(self.batch_size, int) else self.max_batch_size
         suites = [self._suite(r.doc or {}) for r in requests]

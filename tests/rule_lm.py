@@ -27,12 +27,15 @@ def librarian(context: str) -> str:
 
 
 class RuleLM(torch.nn.Module):
-    def __init__(self, tokenizer, reply=librarian, **config):
+    """`header`: the text that opens an assistant turn (the generation prompt), cogcore's by default; the
+    model writes a turn after its last occurrence, ended by the tokenizer's eos."""
+
+    def __init__(self, tokenizer, reply=librarian, header: str = ASSISTANT, **config):
         super().__init__()
         self.inner = tiny_llama(tokenizer, **config)
         self.config, self.generation_config = self.inner.config, self.inner.generation_config
         self.tokenizer, self.reply = tokenizer, reply
-        self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+        self.header = tokenizer(header, add_special_tokens=False)["input_ids"]
         self.history: dict[int, list[int]] = {}  # per row, numbered across every prefill this model ran
         self.targets: dict[int, tuple[int, list[int]]] = {}
         self.prefilled = 0  # rows prefilled so far: a new prefill's rows are numbered from here
@@ -51,12 +54,14 @@ class RuleLM(torch.nn.Module):
         for i, row in enumerate(rows):
             history = self.history.setdefault(row, [])
             history += input_ids[i][live[i]].tolist()
-            start = max((j for j, t in enumerate(history) if t == self.assistant), default=-1)
+            n = len(self.header)
+            heads = (j for j in range(len(history) - n + 1) if history[j : j + n] == self.header)
+            start = max((j + n - 1 for j in heads), default=-1)  # the header's last token
             if start < 0:
                 continue
             if self.targets.get(row, (None,))[0] != start:
-                context = self.tokenizer.decode(history[:start], skip_special_tokens=False)
-                turn = self.reply(context) + END
+                context = self.tokenizer.decode(history[: start + 1 - n], skip_special_tokens=False)
+                turn = self.reply(context) + self.tokenizer.eos_token
                 self.targets[row] = (start, self.tokenizer(turn, add_special_tokens=False)["input_ids"])
             target, written = self.targets[row][1], len(history) - 1 - start
             logits[i, -1, target[written] if written < len(target) else self.tokenizer.eos_token_id] = 0.0

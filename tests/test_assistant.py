@@ -60,6 +60,22 @@ def test_text_stream_hides_calls_joins_turns_and_holds_back_stop_strings(tokeniz
     assert [limited(t) for t in tokens[:3]] == [False, False, True] and limited.reason == "length"
 
 
+def test_text_stream_never_shows_a_special_token_and_cuts_a_loop(tokenizer):
+    """What `cogcore chat` once printed: a raw <|assistant|> inside an answer, and a loop that ran to
+    max_tokens. The token is never shown; the loop is cut after a few repeats and `looped` says so."""
+    pieces = []
+    stream = TextStream(tokenizer, {tokenizer.eos_token_id}, pieces.append)
+    assert not any(stream(t) for t in ids(tokenizer, f"Verum{ASSISTANT} has 48213.\nAnswer: 48213"))
+    assert stream.text == "Verum has 48213.\nAnswer: 48213" and not stream.looped
+
+    looping = TextStream(tokenizer, {tokenizer.eos_token_id}, max_tokens=1000)
+    tokens = tokenizer("I need the not of" * 40, add_special_tokens=False)["input_ids"]
+    assert any(looping(t) for t in tokens) and looping.looped and looping.reason == "stop"
+    assert 4 <= looping.text.count("I need the not of") <= 6  # cut within a repeat or two of seeing it
+    ruled = TextStream(tokenizer, {tokenizer.eos_token_id})
+    assert not any(ruled(t) for t in ids(tokenizer, "Table:\n| a | b |\n| --- | --- |\n| 1 | 2 |" + "-" * 60))
+
+
 def test_answer_searches_cites_retrieved_ids_and_keeps_a_planted_document_inert(tokenizer):
     engine = Engine(RuleLM(tokenizer), tokenizer)
     conversation = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "planted cats"}]

@@ -61,6 +61,7 @@ JOB_KEYS = {
     "search": {"index": None, "k": 5, "json": False, "retriever.dense.kind": "flat"},
     "chat": ASSISTANT_KEYS,
     "serve": {**ASSISTANT_KEYS, "port": 8000, "batch_size": 8},
+    "inspect": {"model": "runs/demo/student", "gguf_file": None, "json": False},
 }
 
 
@@ -131,6 +132,8 @@ def test_normal_install_ships_the_configs(tmp_path):
         "cogcore/core/cli.py",
         "cogcore/distill/teachers/oracle.py",
         "cogcore/retrieval/retriever.py",
+        "cogcore/core/templates/hermes.json",  # tool-call formats and chat templates are package data
+        "cogcore/core/templates/chatml_hermes.jinja",
     ):
         assert expected in names
     assert not any(n.startswith(("tests/", "cogcore/tests")) for n in names)

@@ -525,7 +525,7 @@ def test_hf_teacher_refuses_a_checkpoint_without_cogcore_tool_calls(tiny_checkpo
         foreign
     )
     cfg = make_cfg("traces", tmp_path, "teacher=hf", f"teacher.path={foreign}")
-    with pytest.raises(DataError, match=r"no <\|call\|> token.*use teacher=openai"):
+    with pytest.raises(DataError, match=r"writes no tool calls in a format cogcore.*use teacher=openai"):
         load_teacher(cfg.teacher)
 
 

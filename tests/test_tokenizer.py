@@ -3,6 +3,7 @@ from tiny_chat import TRACES, tiny_tokenizer
 from transformers import AutoTokenizer
 
 from cogcore.core.chat import CHAT_TEMPLATE, SPECIAL_TOKENS, chat_messages
+from cogcore.core.toolformats import chat_template
 from cogcore.core.tools import SEARCH_TOOL
 from cogcore.distill.tokenizer import check_chat_template, train_tokenizer
 
@@ -57,19 +58,22 @@ def test_vocab_size_is_checked():
         train_tokenizer(["abc"], 100)
 
 
-def test_check_chat_template_accepts_any_template_that_shows_calls_and_results(saved, tmp_path):
-    """cogcore's own template, and a pretrained model's with its own tool-call syntax: the check is that a
-    template shows the call's arguments and the results, not that it writes them as cogcore does."""
+def test_check_chat_template_accepts_templates_whose_calls_a_format_parses(saved, tmp_path):
+    """cogcore's own template and a shipped ChatML+Hermes one pass, and say their format; a template in a
+    syntax no format parses shows the call but is refused, since the engine could not read its calls."""
     _, out = saved
     tokenizer = AutoTokenizer.from_pretrained(out)
-    check_chat_template(tokenizer)
+    assert check_chat_template(tokenizer).name == "cogcore"
+    tokenizer.chat_template = chat_template("chatml_hermes")
+    assert check_chat_template(tokenizer).name == "hermes"
     tokenizer.chat_template = FOREIGN
     text = tokenizer.apply_chat_template(
         chat_messages(tokenizer, TRACES[0]["messages"]), tools=[SEARCH_TOOL], tokenize=False
     )
     assert "Rouler Bristor employer" in text and TRACES[0]["messages"][3]["content"] in text
     assert not any(token in text for token in SPECIAL_TOKENS)  # its own syntax, none of cogcore's
-    check_chat_template(tokenizer)
+    with pytest.raises(ValueError, match="in no format cogcore parses.*student.chat_template=chatml_hermes"):
+        check_chat_template(tokenizer)
     tokenizer.chat_template = FOREIGN.replace("{{ c.function.arguments | tojson }}", "")
     with pytest.raises(ValueError, match="drops the tool call's arguments"):
         check_chat_template(tokenizer)

@@ -39,8 +39,10 @@ def weights(run):
     return load_file(str(run / "student" / "model.safetensors"))
 
 
-def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
+@pytest.mark.parametrize("lora", [(), ("distill.lora.rank=4", "distill.lora.alpha=8")], ids=["full", "lora"])
+def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path, lora):
     steps = ("distill.max_steps=30", "distill.ckpt_every=3", "distill.eval_every=10", "distill.ema=0.8")
+    steps = (*steps, *lora)
     straight = prepared(small_run, tmp_path, "straight")
     distill(make_cfg("distill", straight, *MICRO, *steps))
 
@@ -70,6 +72,12 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(small_run, tmp_path):
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], rel=1e-6)
     kept = sorted(p.name for p in (killed / "student" / "checkpoints").iterdir())
     assert kept == ["step-00000030", "step-00000032", "tokenizer"]
+    if lora:  # the adapters are merged into a plain checkpoint, and they did train
+        assert not any("lora" in key for key in a)
+        AutoModelForCausalLM.from_pretrained(straight / "student")
+        last = next((straight / "student" / "checkpoints").glob("step-*"))
+        adapters = load_file(str(last / "model.safetensors"))
+        assert any("lora_B" in key and adapters[key].abs().sum() > 0 for key in adapters)
 
 
 def test_weight_average_warms_up_then_decays_at_its_rate():

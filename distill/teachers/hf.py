@@ -1,9 +1,10 @@
 """teacher=hf: a local transformers checkpoint writes the traces through the tool-loop engine
 (core/engine.py: `batch_size` questions per batch, one KV cache, searches run between turns).
 
-The engine parses tool calls in cogcore's chat format (`<|call|>…<|/call|>`, core/chat.py), so the
-checkpoint must speak it: a cogcore student, or any model trained on cogcore traces. A model with its own
-tool-call syntax (Qwen, Llama, DeepSeek) is served by vLLM or SGLang instead and used as teacher=openai.
+The engine reads tool calls in the checkpoint's own format (core/toolformats.py: cogcore's, Hermes/Qwen,
+Llama 3 JSON, Mistral; detected from its chat template, or `teacher.tool_format`), so a cogcore student, a
+Qwen or a Llama instruct model all run here; `teacher.gguf_file` loads a GGUF file. A model whose template
+writes no tool calls is refused.
 
 A question ends as a trace, or as `Rejected` with the reason: `length` (max_new_tokens or the context ran
 out), `max_tool_calls` (the model kept calling past the limit), `unknown_tool` / `bad_tool_arguments` (a
@@ -30,11 +31,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cogcore.core.chat import CALL
 from cogcore.core.checkpoint import load_model
 from cogcore.core.engine import CALL_LIMIT, Engine
 from cogcore.core.generation import generate, generation_config
 from cogcore.core.io import DataError, JsonlAppender, read_jsonl
+from cogcore.core.toolformats import FORMATS, tool_format
 from cogcore.core.tools import (
     SEARCH,
     SEARCH_TOOL,
@@ -53,17 +54,26 @@ STOPS = {"max_new_tokens": "length", "context": "length", "max_tool_calls": "max
 
 
 def load_teacher(tcfg: DictConfig):
-    """(model, tokenizer) from `teacher.path`, on `teacher.device` (auto: the GPU when there is one)."""
+    """(model, tokenizer) from `teacher.path` (a GGUF file in it with `teacher.gguf_file`), on
+    `teacher.device` (auto: the GPU when there is one)."""
 
-    def speaks_cogcore(tokenizer) -> None:
-        if CALL not in tokenizer.get_vocab():
+    def writes_tool_calls(tokenizer) -> None:
+        if tool_format(tokenizer, tcfg.get("tool_format")) is None:
             raise DataError(
-                f"teacher.path={tcfg.path}: its tokenizer has no {CALL} token, so the engine cannot see its "
-                "tool calls; teacher=hf runs checkpoints in cogcore's chat format. Serve this model with "
-                "vLLM or SGLang and use teacher=openai (see the README, 'Real teachers')"
+                f"teacher.path={tcfg.path}: its chat template writes no tool calls in a format cogcore "
+                f"parses ({', '.join(FORMATS)}), so the engine cannot see its searches; set "
+                "teacher.tool_format=<format> if it has one, or serve the model with vLLM or SGLang and use "
+                "teacher=openai (see the README, 'Real teachers')"
             )
 
-    return load_model(tcfg.path, tcfg.device, tcfg.dtype, key="teacher.path", check=speaks_cogcore)
+    return load_model(
+        tcfg.path,
+        tcfg.device,
+        tcfg.dtype,
+        key="teacher.path",
+        check=writes_tool_calls,
+        gguf_file=tcfg.get("gguf_file"),
+    )
 
 
 def judge(messages: list[dict], stop: str, max_tool_calls: int) -> Rejected | None:
@@ -90,7 +100,7 @@ def run_hf(
 ):
     """Trace `questions` `batch_size` at a time, calling `write(question, trace)` or
     `write(question, None, rejected)` for each."""
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, tool_format=tool_format(tokenizer, tcfg.get("tool_format")))
     # linked: auto is on for world questions, whose passages are titled by their entity.
     auto_linked = all("world" in q for q in questions)
     generation = generation_config(tcfg.generation, "teacher.generation", auto_linked=auto_linked)
