@@ -11,7 +11,7 @@ SMOL="student=smollm2"
 DISTILL="distill.lora.rank=16 distill.lora.alpha=32 distill.lr=1e-3 distill.warmup_steps=4 distill.max_steps=40
   distill.seq_len=1024 distill.global_batch=2 distill.micro_batch=2 distill.ema=null distill.step_drills=0
   distill.copy_drills.warmup_steps=0 distill.copy_drills.share=0 distill.eval_every=1000 distill.ckpt_every=20"
-EVAL="eval.limit=24 eval.generation.retries=0 eval.generation.max_new_tokens=320 eval.batch_size=24"
+EVAL="eval.limit=12 eval.generation.retries=0 eval.generation.max_new_tokens=256 eval.batch_size=12"
 t() { echo "== $1 $(date -u +%H:%M:%S)"; }
 t start; lscpu | grep -E "Model name|^CPU\(s\)"; uptime
 $COG world run_dir=$RUN world=tiny world.train_worlds=8 world.heldout_worlds=2
