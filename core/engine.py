@@ -283,7 +283,7 @@ class Engine:
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             position_ids=positions.to(device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         return out.logits[:, -1, :].float().cpu()

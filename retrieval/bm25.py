@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Iterable
 
 import bm25s
 import numpy as np
 import Stemmer
+
+# bm25s sets its own logger to DEBUG when imported, over whatever the job's logging config said: one line
+# per index build, a hundred in the demo. Back to WARNING, as base.yaml asks of it.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _STEMMER = Stemmer.Stemmer("english")
 

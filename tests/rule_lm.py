@@ -41,13 +41,13 @@ class RuleLM(torch.nn.Module):
         self.prefilled = 0  # rows prefilled so far: a new prefill's rows are numbered from here
         self.widest = 0  # the most rows one forward ran at once
 
-    def forward(self, input_ids, attention_mask, past_key_values=None, **kwargs):
+    def forward(self, input_ids, attention_mask, cache=None, **kwargs):
         self.widest = max(self.widest, input_ids.shape[0])
-        rows = batch_rows(past_key_values, input_ids.shape[0], self.prefilled)
-        if past_key_values is None or past_key_values.get_seq_length() == 0:  # a new batch, or rows joining
+        rows = batch_rows(cache, input_ids.shape[0], self.prefilled)
+        if cache is None or cache.get_seq_length() == 0:  # a new batch, or rows joining
             self.prefilled += input_ids.shape[0]
         out = self.inner(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs
         )
         live = attention_mask[:, -input_ids.shape[1] :].bool()
         logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)

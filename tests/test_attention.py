@@ -70,6 +70,6 @@ def test_per_trace_attention_refuses_what_is_not_a_packed_training_forward(rows)
         model(input_ids=ids, attention_mask=padded)
     prefill = model(input_ids=ids, use_cache=True)
     with pytest.raises(ValueError, match="packed training forwards only"):
-        model(input_ids=ids[:, :1], past_key_values=prefill.past_key_values, use_cache=True)
+        model(input_ids=ids[:, :1], cache=prefill.cache, use_cache=True)
     use_packed_attention(model, False)
     assert model(input_ids=ids, attention_mask=padded).logits.shape == (1, 16, model.vocab_size)

@@ -17,7 +17,7 @@ def forward(model, ids: list[list[int]], cache, attention: torch.Tensor, positio
         input_ids=torch.tensor(ids),
         attention_mask=attention,
         position_ids=positions,
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     )
     return out.logits[:, -1]

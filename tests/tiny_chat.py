@@ -172,7 +172,7 @@ class ScriptedLM(torch.nn.Module):
         self.history = [[] for _ in scripts]  # the tokens fed that are not padding
 
     def forward(self, input_ids, attention_mask, **kwargs):
-        rows = batch_rows(kwargs["past_key_values"], input_ids.shape[0])
+        rows = batch_rows(kwargs["cache"], input_ids.shape[0])
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new = attention_mask[:, -input_ids.shape[1] :].bool()
         logits = torch.full((input_ids.shape[0], input_ids.shape[1], self.config.vocab_size), -1e9)
@@ -202,7 +202,7 @@ class BatchScriptedLM(ScriptedLM):
         self.batches, self.started = batches, 0
 
     def forward(self, input_ids, attention_mask, **kwargs):
-        if kwargs["past_key_values"].get_seq_length() == 0:  # the engine begins a batch
+        if kwargs["cache"].get_seq_length() == 0:  # the engine begins a batch
             self.script(self.batches[self.started])
             self.started += 1
         return super().forward(input_ids, attention_mask, **kwargs)
