@@ -33,7 +33,9 @@ KEY = "test-key"
 def rambler(context: str) -> str:
     """The librarian, but a question asking it to ramble gets words until a limit stops it: counted words,
     which the assistant's loop cut (core.assistant.repeating) does not take for a loop."""
-    return " ".join(f"and {n}" for n in range(400)) if "ramble" in context[context.rfind(USER) :] else librarian(context)
+    if "ramble" in context[context.rfind(USER) :]:
+        return " ".join(f"and {n}" for n in range(400))
+    return librarian(context)
 
 
 @pytest.fixture(scope="module")
