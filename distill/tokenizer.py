@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from cogcore.core.chat import BOS, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS, chat_messages
-from cogcore.core.toolformats import FORMATS, TEMPLATES, ToolFormat, tool_format
+from cogcore.core.toolformats import FORMATS, TEMPLATES, ToolFormat, detect, tool_format
 from cogcore.core.tools import SEARCH_TOOL, SYSTEM_PROMPT, render_results, search_call
 
 _SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
@@ -106,7 +106,12 @@ def check_chat_template(tokenizer: PreTrainedTokenizerBase, fmt: str | None = No
         raise ValueError(
             f"{name}: its chat template cannot render tool calls ({type(e).__name__}: {e}). {fix}"
         ) from e
-    found = tool_format(tokenizer, fmt)
+    found, detected = tool_format(tokenizer, fmt), detect(tokenizer)
+    if found and detected and found != detected:
+        raise ValueError(
+            f"{name}: tool_format={fmt}, but its chat template writes {detected.name} calls; set "
+            f"tool_format={detected.name} or null"
+        )
     probes = (("the tool call's arguments", _PROBE_QUERY), ("the tool results", _PROBE_RESULT))
     dropped = [what for what, s in probes if s not in text]
     if dropped:

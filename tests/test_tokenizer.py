@@ -66,6 +66,9 @@ def test_check_chat_template_accepts_templates_whose_calls_a_format_parses(saved
     assert check_chat_template(tokenizer).name == "cogcore"
     tokenizer.chat_template = chat_template("chatml_hermes")
     assert check_chat_template(tokenizer).name == "hermes"
+    assert check_chat_template(tokenizer, "hermes").name == "hermes"
+    with pytest.raises(ValueError, match="tool_format=mistral, but its chat template writes hermes calls"):
+        check_chat_template(tokenizer, "mistral")
     tokenizer.chat_template = FOREIGN
     text = tokenizer.apply_chat_template(
         chat_messages(tokenizer, TRACES[0]["messages"]), tools=[SEARCH_TOOL], tokenize=False
