@@ -33,7 +33,7 @@ _, truth = load("flat").search(v, 10)
 
 
 def rec(ids):
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
 
 
 h = load("hnsw")
