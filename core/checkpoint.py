@@ -8,8 +8,18 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils.quantization_config import GgufConfig
 
 from cogcore.core.io import DataError
+
+
+def from_gguf(gguf_file: str | None) -> dict:
+    """The `from_pretrained` arguments that read a GGUF file in a checkpoint folder into plain dense weights.
+    transformers otherwise keeps GGUF weights in their quantised blocks: modules that cannot be trained and
+    a model whose save_pretrained refuses ("quantized with gguf and is not serializable")."""
+    if gguf_file is None:
+        return {}
+    return {"gguf_file": gguf_file, "quantization_config": GgufConfig(gguf_file=gguf_file, dequantize=True)}
 
 
 def load_model(
@@ -23,7 +33,7 @@ def load_model(
     """(model, tokenizer) of the checkpoint folder `path`, in eval mode on `device` (auto: a GPU if any);
     `key` is the setting that named the folder, for the error messages. `check(tokenizer)` may refuse the
     checkpoint (raising) before its weights are read. `gguf_file`: a GGUF file in that folder (as Ollama and
-    llama.cpp keep models), dequantised by transformers."""
+    llama.cpp keep models), read into dense weights."""
     folder = Path(path).expanduser()
     if gguf_file is not None:
         if not (folder / gguf_file).is_file():
@@ -33,8 +43,7 @@ def load_model(
             f"{key}={path}: no Hugging Face checkpoint here (config.json missing); train a student with "
             f"`cogcore distill` or set {key}=<folder of a checkpoint> (gguf_file=<name> for a GGUF file)"
         )
-    extra = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
     if check is not None:
         check(tokenizer)
     if tokenizer.chat_template is None:
@@ -43,5 +52,5 @@ def load_model(
             "a chat checkpoint or add a chat_template to its tokenizer_config.json"
         )
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra).to(device).eval()
-    return model, tokenizer
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **from_gguf(gguf_file))
+    return model.to(device).eval(), tokenizer

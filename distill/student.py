@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from cogcore.core.checkpoint import from_gguf
 from cogcore.core.io import DataError, iter_jsonl
 
 
@@ -89,8 +90,9 @@ def load_tokenizer(scfg: DictConfig, corpus: Path, traces: Path, saved: Path) ->
 
 def build_student(scfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
     if scfg.kind == "pretrained":
-        folder, extra = pretrained_source(scfg)
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
+        folder, _ = pretrained_source(scfg)
+        dense = from_gguf(scfg.get("gguf_file"))
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **dense)
     if scfg.kind != "scratch":
         raise DataError(f"student.kind={scfg.kind!r}: choose scratch or pretrained")
     arch = OmegaConf.to_container(scfg.arch, resolve=True)

@@ -127,3 +127,17 @@ def test_smollm2_tokenizer_distils_with_a_tool_template_and_searches_when_evalua
         )
     )
     assert (board / "leaderboard.json").exists()
+
+
+def test_the_real_smollm2_gguf_loads_as_a_dense_student_that_trains_and_saves(tmp_path):
+    """transformers keeps GGUF weights in quantised blocks unless asked: modules that cannot train and a
+    model whose save_pretrained refuses. The student is read into plain weights and saved as safetensors."""
+    import torch
+
+    from cogcore.distill.student import build_student
+
+    model = build_student(make_cfg("distill", tmp_path, "student=smollm2").student, None)
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    model.save_pretrained(tmp_path / "student")
+    assert (tmp_path / "student" / "model.safetensors").is_file()
