@@ -40,7 +40,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from cogcore.core.chat import chat_messages
 from cogcore.core.constraints import ALTERNATIVES, UNLIKELY, Citable, VerbatimQuote, Vocab
 from cogcore.core.generation import GenerationConfig
-from cogcore.core.kvcache import growing_cache, join_caches, joinable
+from cogcore.core.kvcache import growing_cache, join_caches, joinable, trim_padding
 from cogcore.core.sampling import Sampler
 from cogcore.core.toolformats import ToolFormat, get_format
 from cogcore.core.toolformats import tool_format as detect_format
@@ -252,6 +252,8 @@ class Engine:
                 cache.batch_select_indices(index.to(device))
                 attention, step, live = attention[index], step[index], live[index]
                 batch = [batch[j] for j in keep]
+            if admit is not None and joinable(cache):  # a batch rows join never empties: keep it narrow
+                attention = trim_padding(cache, attention)
             attention = torch.cat([attention, live], dim=1)
             positions = torch.tensor([[len(rows[i].cached) - 1] for i in batch])
             logits = self._forward(step, attention, positions, cache, device)

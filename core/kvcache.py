@@ -48,6 +48,12 @@ class _GrowingLayer(DynamicLayer):
         self._buffers = joined
         self.keys, self.values = (b[..., :width, :] for b in joined)
 
+    def trim(self, n: int) -> None:
+        """Drop the first `n` columns (left padding no row attends to any more), without a copy."""
+        if m := self.get_seq_length():
+            self._buffers = [b[..., n:, :] for b in self._buffers]
+            self.keys, self.values = (b[..., : m - n, :] for b in self._buffers)
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if m := self.get_seq_length():
             self._buffers = [b[indices, ...] for b in self._buffers]
@@ -69,6 +75,19 @@ def join_caches(cache: DynamicCache, other: DynamicCache) -> int:
             raise ValueError(f"a cache layer of kind {type(mine).__name__} cannot take rows of another batch")
         mine.join(theirs)
     return cache.get_seq_length()
+
+
+def trim_padding(cache: DynamicCache, attention: torch.Tensor) -> torch.Tensor:
+    """Under continuous batching the batch never empties, so without this its width only grows: rows that
+    join are left-padded to the widest row's length, and the columns of rows long gone stay as padding
+    that every later step attends over. Drops the leading columns that no row attends to from `cache` (a
+    joinable one) once they are a quarter of it, and returns `attention` without them."""
+    unattended = int((attention.sum(0) == 0).long().cumprod(0).sum())
+    if unattended < max(16, attention.shape[1] // 4):
+        return attention
+    for layer in cache.layers:
+        layer.trim(unattended)
+    return attention[:, unattended:]
 
 
 def growing_cache(model) -> DynamicCache:

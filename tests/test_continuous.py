@@ -101,3 +101,29 @@ def test_a_cache_whose_layers_cannot_join_takes_new_rows_once_its_batch_is_done(
         for n in range(3)
     ]
     assert engine.model.widest == 2  # the first ran alone; the two waiting ran together after it
+
+
+def test_a_batch_that_rows_keep_joining_stays_as_narrow_as_its_rows():
+    """Rows join left-padded to the batch's width, and a batch that new rows keep joining never empties:
+    without trimming the padding that no row attends to, every step would attend over the columns of rows
+    long finished."""
+    tokenizer = tiny_tokenizer()
+    engine = Engine(RuleLM(tokenizer), tokenizer)
+    widths = []
+    engine.model.inner.register_forward_hook(
+        lambda module, args, kwargs, out: widths.append(kwargs["attention_mask"].shape[1]), with_kwargs=True
+    )
+    ask = [[{"role": "user", "content": f"Tell me about topic {n}"}] for n in range(16)]
+    cfg = GenerationConfig(max_new_tokens=300)
+
+    def search(row: int, query: str, k: int) -> list[dict]:
+        return library(query, k)
+
+    alone = [engine.generate([conversation], search, cfg)[0] for conversation in ask]
+    longest = max(len(out["tokens"]) for out in alone)
+    widths.clear()
+    waiting = [([ask[1 + n // 12]] if n % 12 == 0 and 1 + n // 12 < len(ask) else []) for n in range(12 * 15)]
+    outs = engine.generate([ask[0]], search, cfg, admit=lambda: waiting.pop(0) if waiting else [])
+    assert [out["tokens"] for out in outs] == [out["tokens"] for out in alone]
+    assert len(widths) >= 2 * longest  # the batch ran for twice as long as any row lasts
+    assert max(widths) <= 2 * longest

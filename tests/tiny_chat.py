@@ -134,6 +134,9 @@ class _RowIds(DynamicLayer):
     def join(self, other: _RowIds) -> None:  # rows prefilled apart join the batch (continuous batching)
         self.ids += other.ids
 
+    def trim(self, n: int) -> None:  # padding columns leave the cache: the rows stay as they are
+        pass
+
 
 def batch_rows(cache, width: int, start: int = 0) -> list[int]:
     """The engine rows a model's batch positions hold now, for test models that keep state per row: the
