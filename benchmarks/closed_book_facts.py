@@ -4,10 +4,11 @@ does a pretrained student keep what it knew while it learns to look up what it c
     python benchmarks/closed_book_facts.py <checkpoint dir> [gguf_file] > answers.jsonl
 
 Greedy, 40 new tokens, through the checkpoint's own chat template with no system prompt and no tools; an
-answer counts when it contains one of the accepted forms (case-insensitive). Prints one JSON line per
-question and a last line with the count."""
+answer counts when it contains one of the accepted forms as a whole word, case-insensitive ("7" in
+"129.99977" does not count). Prints one JSON line per question and a last line with the count."""
 
 import json
+import re
 import sys
 
 import torch
@@ -38,6 +39,10 @@ QUESTIONS = [
 ]
 
 
+def accepts(accepted: list[str], answer: str) -> bool:
+    return any(re.search(rf"\b{re.escape(a)}\b", answer, re.IGNORECASE) for a in accepted)
+
+
 def main() -> None:
     path, gguf = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
     model, tokenizer = load_model(path, "cpu", "float32", gguf_file=gguf)
@@ -52,7 +57,7 @@ def main() -> None:
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=40, do_sample=False)
         answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-        ok = any(a.lower() in answer.lower() for a in accepted)
+        ok = accepts(accepted, answer)
         correct += ok
         print(json.dumps({"question": question, "answer": answer, "correct": ok}), flush=True)
     print(json.dumps({"correct": correct, "of": len(QUESTIONS)}))
