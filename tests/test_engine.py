@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from families import FAMILIES, family_tokenizer
 from tiny_chat import BatchScriptedLM, ScriptedLM, tiny_llama
 
 from cogcore.core.chat import CALL, END_CALL
@@ -30,6 +31,21 @@ def tokenizer():
 
 def conversation(question):
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="module", params=["cogcore", "hermes"])
+def family(request, tokenizer):
+    """(tokenizer, the ScriptedLM arguments of its chat family, how its model writes a search call): cogcore's
+    own format, or Hermes/Qwen `<tool_call>` JSON. The aids the caller chooses (grounded retries, linked
+    citations) read trace messages and written lines, so they must hold in every format."""
+    if request.param == "cogcore":
+        return tokenizer, {}, lambda args: f"{CALL}{json.dumps(args)}{END_CALL}"
+    hermes = family_tokenizer("hermes")
+
+    def call(args: dict) -> str:
+        return "<tool_call>\n" + json.dumps({"name": "search", "arguments": args}) + "\n</tool_call>"
+
+    return hermes, {"header": FAMILIES["hermes"][4], "end": hermes.eos_token}, call
 
 
 def test_cached_batched_decoding_equals_full_recomputation(tokenizer):
@@ -154,12 +170,18 @@ def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(tokenizer, temperature):
+def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(family, temperature):
     """A line that begins citing an id no search returned is taken back (masked out of the cache) and
     written again from the model's best choice that begins no citation; streamed, it is held to a returned
     id instead. With `linked_quotes`, a passage whose title neither the question nor an earlier citation
     names is not citable either, while a chain of citations from the question is."""
-    call = f'{CALL}{{"query": "Bo", "k": 3}}{END_CALL}'
+    tokenizer, chat, write_call = family
+    if chat and temperature:
+        pytest.skip(
+            "sampled, the script's second choice is a 27% draw, and which draw the seeded sampler makes "
+            "depends on the tokenizer's ids: the sampled case is cogcore's alone"
+        )
+    call = write_call({"query": "Bo", "k": 3})
     passages = [
         {"id": "p1", "title": "Ana", "text": "Ana is tall."},
         {"id": "p2", "title": "Bo", "text": "Bo works at Acme."},
@@ -173,7 +195,7 @@ def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(token
     }
 
     def answers(linked, on_token=None):
-        model = ScriptedLM(tokenizer, [[call, turn] for turn in turns.values()])
+        model = ScriptedLM(tokenizer, [[call, turn] for turn in turns.values()], **chat)
         cfg = GenerationConfig(max_new_tokens=200, temperature=temperature, linked_quotes=linked)
         question = conversation("Where is the employer of Bo?")
         outs = generate(Engine(model, tokenizer), [question] * len(turns), lambda *a: passages, cfg, on_token)
@@ -205,10 +227,11 @@ def test_sampling_is_seeded(tokenizer):
     assert run(cfg) != run(GenerationConfig(max_new_tokens=15, temperature=1.0, seed=4))
 
 
-def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):
+def test_answers_not_grounded_in_their_searches_are_drawn_again(family):
     """With retries, a row whose answer no passage it retrieved holds is answered again (sampled, each
     retry searching its own row's collection); the first supported answer is kept, else the first one."""
-    call = f'{CALL}{{"query": "Bo", "k": 2}}{END_CALL}'
+    tokenizer, chat, write_call = family
+    call = write_call({"query": "Bo", "k": 2})
     tall, short = [call, "Bo is tall.\nAnswer: tall"], [call, "Bo is short.\nAnswer: short"]
     batches = [[tall, short, short], [tall, short], [short]]  # rows 0-2, then rows 1-2, then row 2
     searched = []
@@ -218,8 +241,9 @@ def test_answers_not_grounded_in_their_searches_are_drawn_again(tokenizer):
         return [{"id": f"p{row}", "title": "Bo", "text": "Bo is tall."}]
 
     def answers(retries):
-        engine = Engine(BatchScriptedLM(tokenizer, batches), tokenizer)
-        cfg = GenerationConfig(max_new_tokens=60, retries=retries, retry_temperature=0.7)
+        engine = Engine(BatchScriptedLM(tokenizer, batches, **chat), tokenizer)
+        # tokens written and injected: a Hermes call and its <tool_response> turn take about 100
+        cfg = GenerationConfig(max_new_tokens=200, retries=retries, retry_temperature=0.7)
         outs = generate(engine, [conversation("How tall is Bo?")] * 3, search, cfg)
         return [(final_answer(o["messages"][-1]["content"]), o["tries"]) for o in outs]
 

@@ -159,17 +159,18 @@ class ScriptedLM(torch.nn.Module):
     every token exactly once, as the engine feeds it, so it also proves that the engine never re-encodes
     a prefix: a re-fed prefix would corrupt the histories it keeps."""
 
-    def __init__(self, tokenizer, scripts, noise: float = 0.0):
+    def __init__(self, tokenizer, scripts, noise: float = 0.0, header: str = ASSISTANT, end: str = END):
         super().__init__()
         self.noise = noise  # > 0: the tiny model's own logits, times this, are added (choices to sample)
         self.inner = tiny_llama(tokenizer)
         self.config = self.inner.config
         self.tokenizer = tokenizer
+        self.end = end  # the text that ends a turn; `header` opens one (another chat family's, or cogcore's)
         self.script(scripts)
-        self.assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+        self.header = tokenizer(header, add_special_tokens=False)["input_ids"]
 
     def script(self, scripts):
-        encode = lambda t: self.tokenizer(t + END, add_special_tokens=False)["input_ids"]  # noqa: E731
+        encode = lambda t: self.tokenizer(t + self.end, add_special_tokens=False)["input_ids"]  # noqa: E731
         self.turns = [[[encode(a) for a in ([t] if isinstance(t, str) else t)] for t in s] for s in scripts]
         self.fed = [[] for _ in scripts]  # every token fed, per row, one per attention column
         self.history = [[] for _ in scripts]  # the tokens fed that are not padding
@@ -183,9 +184,9 @@ class ScriptedLM(torch.nn.Module):
             self.fed[row] += input_ids[i].tolist()
             self.history[row] += input_ids[i][new[i]].tolist()
             live = [t for t, keep in zip(self.fed[row], attention_mask[i].tolist(), strict=True) if keep]
-            turn = live.count(self.assistant) - 1
-            header = max(j for j, t in enumerate(live) if t == self.assistant)
-            written = live[header + 1 :]
+            n = len(self.header)
+            heads = [j + n for j in range(len(live) - n + 1) if live[j : j + n] == self.header]
+            turn, written = len(heads) - 1, live[heads[-1] :]
             alternatives = self.turns[row][min(turn, len(self.turns[row]) - 1)]
             following = [s for s in alternatives if s[: len(written)] == written]
             # held off every script (a quote), it goes on with the first from the same position
@@ -200,8 +201,8 @@ class BatchScriptedLM(ScriptedLM):
     """A ScriptedLM that says the next set of scripts in each batch the engine starts (a retry is a new
     batch of the rows being retried, in their order)."""
 
-    def __init__(self, tokenizer, batches, noise: float = 0.0):
-        super().__init__(tokenizer, batches[0], noise)
+    def __init__(self, tokenizer, batches, noise: float = 0.0, **family):
+        super().__init__(tokenizer, batches[0], noise, **family)
         self.batches, self.started = batches, 0
 
     def forward(self, input_ids, attention_mask, **kwargs):
