@@ -169,7 +169,7 @@ class TextStream:
         self.tokens = 0
         self.reason: str | None = None  # stop | length, when this stream ended the answer
         self.looped = False  # the answer was cut because it kept repeating itself
-        specials = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
+        specials = special_strings(tokenizer)  # the strings `inert` spells out of what a client sends
         self.specials = re.compile("|".join(map(re.escape, specials))) if specials else None
 
     def __call__(self, token: int) -> bool:
