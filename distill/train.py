@@ -105,8 +105,13 @@ def precision(dcfg: DictConfig) -> str:
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU's flags (Linux's /proc/cpuinfo) include native bf16 arithmetic."""
-    if not cpuinfo.exists():
+    """Whether the CPU's flags (Linux's /proc/cpuinfo) include native bf16 arithmetic, and torch's kernels
+    may use it: `ATEN_CPU_CAPABILITY=avx2` or `ONEDNN_MAX_CPU_ISA=AVX2` (how to measure an AVX2-only
+    machine's path on a newer one) rule it out."""
+    if not cpuinfo.exists() or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT") and not isa.startswith(("AVX512", "AVX10", "AMX")):
         return False
     flags = set(cpuinfo.read_text().split())
     return bool(flags & {"amx_bf16", "avx512_bf16"})

@@ -73,3 +73,21 @@ def test_per_trace_attention_refuses_what_is_not_a_packed_training_forward(rows)
         model(input_ids=ids[:, :1], cache=prefill.cache, use_cache=True)
     use_packed_attention(model, False)
     assert model(input_ids=ids, attention_mask=padded).logits.shape == (1, 16, model.vocab_size)
+
+
+def test_the_cpu_operator_passes_torch_library_checks(rows):
+    """Its fake kernel and autograd registration hold (what torch.compile and AOT autograd rely on), and it
+    equals sdpa on each trace alone, forward and backward."""
+    positions = rows.position_ids[:2, :96]
+    q, k, v = (torch.randn(2, 4, 96, 16, requires_grad=True) for _ in range(3))
+    torch.library.opcheck(torch.ops.cogcore.packed_attention, (q, k, v, positions, 0.25))
+    out, _ = torch.ops.cogcore.packed_attention(q, k, v, positions, 0.25)
+    out.square().sum().backward()
+    grads = [t.grad for t in (q, k, v)]
+    r, (s, e) = 1, trace_bounds(positions)[1][-1]
+    part = [t[r : r + 1, :, s:e].detach().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*part, is_causal=True, scale=0.25)
+    torch.testing.assert_close(out[r : r + 1, :, s:e], ref)
+    ref.square().sum().backward()
+    for whole, alone in zip(grads, part, strict=True):
+        torch.testing.assert_close(whole[r : r + 1, :, s:e], alone.grad)

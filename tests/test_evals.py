@@ -1,6 +1,7 @@
 """The eval suites, systems and leaderboard on the small world (DESIGN contract 5)."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -234,6 +235,10 @@ def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
     printed = capsys.readouterr().out
     for stage in ("world", "index", "traces", "distill", "eval"):
         assert f"== {stage}\n" in printed
+        assert re.search(rf"^== {stage}: \d+ (s|min \d+ s)$", printed, re.M)
+    times = json.loads((tmp_path / "logs" / "pipeline_times.json").read_text())
+    assert set(times) == {"world", "index", "traces", "distill", "eval", "total"}
+    assert printed.rstrip().splitlines()[-1].startswith("pipeline: ")
     assert (
         "| system | K | R@1 | R | T@1 | T | D | recall@5 | G | tries (T) | params | questions/s |" in printed
     )

@@ -275,8 +275,32 @@ def test_distillation_from_topk_shards_on_disk(small_run, tmp_path):
         ("fpu avx2 xamx_bf16x", False),  # a flag that merely contains the name
     ],
 )
-def test_precision_auto_finds_native_cpu_bf16_in_the_flags(tmp_path, flags, native):
+def test_precision_auto_finds_native_cpu_bf16_in_the_flags(tmp_path, monkeypatch, flags, native):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     assert cpu_has_bf16(cpuinfo) is native
     assert cpu_has_bf16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize(
+    ("capability", "isa", "native"),
+    [
+        ("AVX2", None, False),
+        ("AVX512", "AVX2", False),
+        ("AVX512", "avx512_core_amx", True),
+        ("AVX512", "ALL", True),
+    ],
+)
+def test_precision_auto_is_fp32_where_torch_is_held_to_avx2(tmp_path, monkeypatch, capability, isa, native):
+    """ATEN_CPU_CAPABILITY=avx2 (torch reports AVX2) or ONEDNN_MAX_CPU_ISA=AVX2 on an AMX machine: the
+    AVX2-only path, as on most laptops, so fp32."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if isa is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
+    assert cpu_has_bf16(cpuinfo) is native
