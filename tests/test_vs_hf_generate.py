@@ -54,8 +54,9 @@ def test_hf_generate_loop_gives_the_engines_traces_token_for_token():
     ours = generate(engine, conversations, _search, cfg)
     # Where the template writes a turn otherwise than the model did (here an unclosed call), re-rendering
     # goes on from another context: only the rows whose turns render back as written can agree.
+    # (Which rows those are depends on the float sums of the brief training: machine and thread count.)
     faithful = [n for n, o in enumerate(ours) if bench.rerenders(engine, o)]
-    assert any(ours[n]["tool_calls"] for n in faithful) and len(faithful) < len(ours)
+    assert any(ours[n]["tool_calls"] for n in faithful)
     for batch in (1, len(conversations)):
         theirs = bench.hf_tool_loop(engine, conversations, _search, cfg, batch=batch)
         for o, t in ((ours[n], theirs[n]) for n in faithful):
