@@ -165,7 +165,9 @@ class LoopClock(TrainerCallback):
             self.seconds = time.perf_counter() - self.started
 
 
-def run_trl(source: Path, work: Path, steps: int, bf16: bool, dcfg, train, encoded, heldout) -> dict:
+def trl_trainer(source: Path, work: Path, steps: int, bf16: bool, dcfg, train, encoded, callbacks=()):
+    """TRL's SFTTrainer on the fresh student and the traces that fit a row, checked to hold the sequences
+    cogcore encodes."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -199,16 +201,21 @@ def run_trl(source: Path, work: Path, steps: int, bf16: bool, dcfg, train, encod
         disable_tqdm=True,
     )
     optimizer = optimizer_for(model, dcfg)
-    clock = LoopClock(steps)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
         optimizers=(optimizer, scheduler_for(optimizer, dcfg, steps)),
-        callbacks=[clock],
+        callbacks=list(callbacks),
     )
     check_same_sequences(trainer.train_dataset, [e for e in encoded if len(e[0]) <= dcfg.seq_len])
+    return trainer
+
+
+def run_trl(source: Path, work: Path, steps: int, bf16: bool, dcfg, train, encoded, heldout) -> dict:
+    clock = LoopClock(steps)
+    trainer = trl_trainer(source, work, steps, bf16, dcfg, train, encoded, [clock])
     counting = trainer.data_collator = Counting(trainer.data_collator)
     started = time.perf_counter()
     trainer.train()
@@ -263,6 +270,18 @@ def table(rows: dict[str, dict], steps: int, machine: str) -> str:
     return "\n".join(lines)
 
 
+def inputs(run_dir: Path, steps: int, precision_: str):
+    """The distill config both sides follow, whether it trains in bf16, the training traces and their
+    (input_ids, loss_mask) encodings, and the held-out traces' encodings."""
+    dcfg = cogcore_cfg(run_dir, steps, precision_).distill
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
+    traces = list(read_traces(run_dir / "traces" / "traces.jsonl"))
+    train, val = split_traces(traces, dcfg.heldout_share, dcfg.seed)
+    encoded = [encode_trace(tokenizer, t, TOOLS) for t in train]
+    heldout = [encode_trace(tokenizer, t, TOOLS) for t in val]
+    return dcfg, precision(dcfg) == "bf16", train, encoded, heldout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -274,13 +293,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
 
-    dcfg = cogcore_cfg(args.run_dir, args.steps, args.precision).distill
-    bf16 = precision(dcfg) == "bf16"
-    tokenizer = AutoTokenizer.from_pretrained(args.run_dir / "student")
-    traces = list(read_traces(args.run_dir / "traces" / "traces.jsonl"))
-    train, val = split_traces(traces, dcfg.heldout_share, dcfg.seed)
-    encoded = [encode_trace(tokenizer, t, TOOLS) for t in train]
-    heldout = [encode_trace(tokenizer, t, TOOLS) for t in val]
+    dcfg, bf16, train, encoded, heldout = inputs(args.run_dir, args.steps, args.precision)
 
     isa = os.environ.get("ATEN_CPU_CAPABILITY", "default")
     cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
