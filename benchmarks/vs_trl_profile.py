@@ -12,7 +12,9 @@ The variants, each isolating one difference between the two:
   with a loss (what TRL's fused LM head does);
 - TRL: `SFTTrainer.training_step` on its padding-free batch (the 2 packed rows as one row of up to 2,048
   tokens, sdpa over transformers' block-diagonal mask, TRL's fused LM head with its entropy and accuracy);
-- TRL, per-trace attention: the same with cogcore's attention (distill/attention.py) in place of sdpa.
+- TRL, per-trace attention: the same with cogcore's attention (distill/attention.py) in place of sdpa;
+- cogcore's step on TRL's batches: `step_loss` on the padding-free rows, so that what remains against
+  the line above is TRL's loss path (its fused LM head, entropy and accuracy, `training_step`).
 The optimizer step is left out: both run the same AdamW on the same parameters.
 """
 
@@ -109,6 +111,12 @@ def main() -> None:
         print("\nTRL's top operators:\n" + top_ops(trl_step, theirs))
         trainer.model.set_attn_implementation(NAME)
         print(f"| TRL, per-trace attention | {median_ms(trl_step, theirs, args.steps):.0f} |")
+        # cogcore's step on TRL's batches: what TRL's loss path (fused LM head, metrics) costs beyond it
+        as_ours = [
+            {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "loss_mask": b["labels"] != -100}
+            for b in theirs
+        ]
+        print(f"| cogcore's step on TRL's batches | {median_ms(cogcore_step, as_ours, args.steps):.0f} |")
         print("\ncogcore's top operators:\n" + top_ops(cogcore_step, ours))
 
 
