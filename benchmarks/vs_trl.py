@@ -25,11 +25,13 @@ Both sides get what a user of each would run, on equal terms:
   both.
 
 Reported per side: the training loop's wall time for `--steps` steps (first step to last, without model
-building, tokenising or saving), trace tokens/s (every token of the packed traces, no padding: what both
-sides must push through the model), row tokens/s (cogcore's rows are 1,024 tokens with a pad tail; TRL's
-padding-free rows have none), trained tokens/s (assistant tokens with a loss), and the held-out loss:
-cross-entropy per assistant token of the held-out traces, each run alone, unpacked, in fp32, by the one
-function `heldout_ce` on both final models.
+building, tokenising or saving) and its median step, trace tokens/s (every token of the packed traces, no
+padding: what both sides must push through the model) over the loop and over `--steps` median steps (which
+a pause of the process on a shared machine does not move), row tokens/s (cogcore's rows are 1,024 tokens
+with a pad tail; TRL's padding-free rows have none), trained tokens/s (assistant tokens with a loss), the
+training loss (mean of the last 10 steps, as TRL logs it) and the held-out loss: cross-entropy per
+assistant token of the held-out traces, each run alone, unpacked, in fp32, by the one function
+`heldout_ce` on both final models. The ratio is cogcore's trace tokens/s over TRL's.
 """
 
 from __future__ import annotations
