@@ -1,12 +1,15 @@
 """Where a training step of the tiny student goes: one full step as the trainer takes it (forward and
-backward of one micro-batch of packed trace rows under bf16 autocast, per-trace attention, clipping,
-AdamW), its median time, and torch.profiler's table of the operators that take the time. With
-`--kernels`, the causal attention of one trace alone (8 heads of 16, forward and backward) by the kernels
-one could use instead: the CPU flash kernel in fp32 (what `distill/attention.py` runs) and in bf16,
-sdpa's math backend, and a plain matmul-softmax-matmul in fp32 and bf16; then the flash kernel on a
-batch of equal-length traces against one call per trace.
+backward of one micro-batch of packed trace rows in bf16 autocast or fp32 (as `distill.precision`),
+per-trace attention, clipping, AdamW), its median time, and torch.profiler's table of the operators that
+take the time. With `--kernels`, the causal attention of one trace alone (8 heads of 16, forward and
+backward) by the kernels one could use instead: the CPU flash kernel in fp32 (what
+`distill/attention.py` runs) and in bf16, sdpa's math backend, and a plain matmul-softmax-matmul in fp32
+and bf16; then the flash kernel on a batch of equal-length traces against one call per trace.
 
     .venv/bin/python benchmarks/step_profile.py --run-dir runs/demo --kernels
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/step_profile.py  # AVX2, fp32
+
+`--precision auto` (the default) picks what `distill.precision=auto` would on this CPU.
 
 Rows are packed as the trainer packs them (the default `distill` config's drills) from the first
 `--traces` traces of the run, with its student's tokenizer; the student is built fresh from
@@ -27,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cogcore.distill.attention import use_packed_attention
 from cogcore.distill.student import build_student
-from cogcore.distill.train import _batch, optimizer_for, step_loss
+from cogcore.distill.train import _batch, optimizer_for, precision, step_loss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -55,6 +58,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument(
+        "--precision", choices=["auto", "bf16", "no"], default="auto", help="as distill.precision (no: fp32)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -66,9 +72,13 @@ def main() -> None:
     optimizer = optimizer_for(model, dcfg)
     per_step = dcfg.micro_batch
 
+    bf16 = precision(OmegaConf.create({"precision": args.precision})) == "bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"{'bf16 autocast' if bf16 else 'fp32'}, torch CPU capability {capability}")
+
     def step(i: int) -> None:
         batch = _batch(rows, list(range(per_step * i, per_step * (i + 1))), "cpu")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             summed, tokens = step_loss(model, None, batch, dcfg)
             (summed / tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), dcfg.clip)
