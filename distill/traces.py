@@ -61,16 +61,22 @@ def select_questions(world_dir: Path, split: str, limit: int | None) -> list[dic
     return questions[:limit] if limit else questions
 
 
-def read_qa(path: str | Path, limit: int | None) -> list[dict]:
-    """Your own questions: one {"question", "answers", "id"?, "type"?} per line; a question without an id
-    gets `line-<n>`, one without a type `qa`. Only those fields are kept: a QA set searches one
-    collection, whatever `world` its lines may name."""
+def read_qa(path: str | Path, limit: int | None, fields: dict | None = None) -> list[dict]:
+    """Your own questions: a jsonl file (one {"question", "answers", "id"?, "type"?} per line; FlashRAG's
+    `golden_answers` is read too), a `datasets` folder saved with `save_to_disk`, or parquet; `fields`
+    names the question and answers fields where they are called otherwise. A question without an id gets
+    `line-<n>`, one without a type `qa`. Only those fields are kept: a QA set searches one collection,
+    whatever `world` its lines may name."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
-            f"path={path}: no such file; give a JSONL file with one {{question, answers}} per line"
+            f"path={path}: no such file or folder; give a JSONL file with one {{question, answers}} per "
+            "line, a datasets folder or parquet"
         )
-    questions = [{key: q[key] for key in ("id", "type", "question", "answers")} for q in iter_qa(path)]
+    questions = [
+        {key: q[key] for key in ("id", "type", "question", "answers")}
+        for q in iter_qa(path, **(fields or {}))
+    ]
     return questions[:limit] if limit else questions
 
 
@@ -85,7 +91,7 @@ def load_inputs(cfg: DictConfig) -> tuple[list[dict], Retriever]:
                 "teacher=oracle writes traces for synthetic-world questions only (data=world); "
                 "use teacher=openai or teacher=hf for data=qa"
             )
-        questions = read_qa(cfg.data.path, cfg.limit)
+        questions = read_qa(cfg.data.path, cfg.limit, cfg.data.get("fields"))
         retriever = Retriever.load(run_dir / "index", cfg.retriever)
         if len(retriever.collections) != 1:
             raise DataError(

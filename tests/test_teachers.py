@@ -572,3 +572,27 @@ def test_filter_keeps_right_supported_new_traces_only():
     assert strict.check(cases[0][0]).reason == "duplicate"
     assert strict.check(cases[1][0]).reason == "wrong_answer"  # F1 0.8, but not the same answer
     assert strict.check(cases[4][0]) is None
+
+
+def test_data_qa_reads_parquet_and_datasets_folders_with_their_own_field_names(tmp_path):
+    """`cogcore traces data=qa path=<parquet or datasets folder> data.fields.question=query ...`: the
+    questions of a QA set as users have it, read through the config's field names."""
+    import datasets
+
+    from cogcore.distill.traces import read_qa
+
+    rows = {"query": ["Who founded Acme?", "Where is Acme?"], "golden": [["Ada"], ["Paris", "paris"]]}
+    table = datasets.Dataset.from_dict(rows)
+    table.to_parquet(tmp_path / "qa.parquet")
+    table.save_to_disk(tmp_path / "qa_folder")
+    names = ("data.fields.question=query", "data.fields.answers=golden")
+    cfg = make_cfg("traces", tmp_path, "data=qa", f"path={tmp_path}", *names)
+    for path in (tmp_path / "qa.parquet", tmp_path / "qa_folder"):
+        assert read_qa(path, None, cfg.data.fields) == [
+            {"id": "line-0", "type": "qa", "question": "Who founded Acme?", "answers": ["Ada"]},
+            {"id": "line-1", "type": "qa", "question": "Where is Acme?", "answers": ["Paris", "paris"]},
+        ]
+    with pytest.raises(DataError, match="needs a non-empty string 'question'"):
+        read_qa(tmp_path / "qa.parquet", None, None)
+    with pytest.raises(DataError, match="no such file or folder"):
+        read_qa(tmp_path / "absent.parquet", None, None)
