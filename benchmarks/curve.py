@@ -8,13 +8,16 @@ trained at the same budget in tokens on the same traces, and for each:
 
 The depth dial d sets everything, as nanochat's depth does: d layers of width 32 d, 2 d heads of 16,
 an MLP 3 times as wide (d=2: 0.17M parameters, 4: 0.98M (the demo student), 7: 4.8M, 10: 13.6M). Every
-size trains `--steps` steps of distill's rows (distill.global_batch x distill.seq_len tokens each): the
-same tokens. The closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pairs).
+size trains distill's copy warm-up, then `--steps` steps of trace rows (distill.global_batch x
+distill.seq_len tokens each): the same tokens. The demo's budget is 3,876 trace steps (6 epochs); a size
+this machine cannot afford at that budget gets fewer with `--steps-at D=N`, and the table says so. The
+closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pairs).
 
-    python benchmarks/curve.py --run runs/demo --depths 2 4 7 10 --steps 4576 --per-type 12 --out runs/curve
+    python benchmarks/curve.py --run runs/demo --depths 2 4 7 --steps 3876 --per-type 24 --out runs/curve
 
-Writes <out>/d<d>/ (a run per size, world, index and traces linked from --run), <out>/curve.json and
-<out>/curve.png. Each size is resumable: a finished student or baseline is reused.
+Writes <out>/d<d>/ (a run per size; world, index and traces linked from --run), <out>/curve.json,
+<out>/curve.md and <out>/curve.png. Each size is resumable: a student trained to its budget and an eval
+of it at the same --per-type are reused, so a later call can add sizes to the picture.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
+
+from cogcore.core.io import atomic_write_json, atomic_write_text
 
 
 def arch(depth: int) -> list[str]:
@@ -42,6 +47,20 @@ def cfg_of(job: str, run_dir: Path, overrides: list[str]):
         return compose(config_name=job, overrides=[f"run_dir={run_dir}", *overrides])
 
 
+def _manifest(run_dir: Path) -> dict | None:
+    path = run_dir / "student" / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _board(run_dir: Path, per_type: int | None) -> dict | None:
+    """The size's leaderboard if it scored the student saved now, at the same questions per type."""
+    path, manifest = run_dir / "evals" / "leaderboard.json", run_dir / "student" / "manifest.json"
+    if not path.exists() or path.stat().st_mtime < manifest.stat().st_mtime:
+        return None
+    board = json.loads(path.read_text())
+    return board if board["config"].get("per_type") == per_type else None
+
+
 def one_size(run: Path, out: Path, depth: int, steps: int, per_type: int | None, extra: list[str]) -> dict:
     from cogcore.distill.train import distill
     from cogcore.evals.run import evaluate
@@ -55,35 +74,70 @@ def one_size(run: Path, out: Path, depth: int, steps: int, per_type: int | None,
     is_eval = [o.lstrip("+").startswith("eval.") for o in extra]
     size = [*arch(depth), *(o for o, e in zip(extra, is_eval, strict=True) if not e)]
     eval_only = [o for o, e in zip(extra, is_eval, strict=True) if e]
-    distill(cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"]))
-    evaluate(
-        cfg_of(
-            "eval",
-            run_dir,
-            [
-                *size,
-                *eval_only,
-                "eval.systems=[student,closed_book]",
-                *([f"eval.per_type={per_type}"] if per_type else []),
-            ],
+    dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"])
+    total = steps + dcfg.distill.copy_drills.warmup_steps
+    manifest = _manifest(run_dir)
+    if manifest is None or manifest["final"]["step"] != total:
+        distill(dcfg)
+        manifest = _manifest(run_dir)
+    board = _board(run_dir, per_type)
+    if board is None:
+        evaluate(
+            cfg_of(
+                "eval",
+                run_dir,
+                [
+                    *size,
+                    *eval_only,
+                    "eval.systems=[student,closed_book]",
+                    *([f"eval.per_type={per_type}"] if per_type else []),
+                ],
+            )
         )
-    )
-    board = json.loads((run_dir / "evals" / "leaderboard.json").read_text())
+        board = _board(run_dir, per_type)
     by_name = {s["name"]: s for s in board["systems"]}
     student, closed = by_name["student"], by_name["closed_book"]
     return {
         "depth": depth,
         "params": student["params"],
+        "trace_steps": steps,
+        "tokens": total * dcfg.distill.global_batch * dcfg.distill.seq_len,
+        "tokens_per_s": manifest["final"]["tokens_per_s"],
         "T@1": student["scores"]["T@1"],
         "T": student["scores"]["T"],
+        "R@1": student["scores"]["R@1"],
+        "R": student["scores"]["R"],
         "D": student["scores"]["D"],
         "closed_book_heldout": closed["scores"]["K"],
         "closed_book_train": by_name.get("closed_book (training worlds)", {}).get("scores", {}).get("K"),
         "ci": {"T@1": student["ci"]["T@1"], "T": student["ci"]["T"]},
+        "tries_T": student["tries"]["T"],
     }
 
 
-def plot(points: list[dict], path: Path) -> None:
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def table(points: list[dict], budget: int) -> str:
+    """The curve as a markdown table; sizes trained below the common budget are marked."""
+    rows = [
+        "| depth | parameters | trace steps | T@1 (95% CI) | T (95% CI) | D | closed book, training worlds "
+        "| closed book, held out | tries per T question |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in points:
+        short = "" if p["trace_steps"] == budget else " (fewer)"
+        ci = {k: "{:.2f}-{:.2f}".format(*p["ci"][k]) for k in ("T@1", "T")}
+        rows.append(
+            f"| {p['depth']} | {p['params'] / 1e6:.2f}M | {p['trace_steps']}{short} | {_f(p['T@1'])} "
+            f"({ci['T@1']}) | {_f(p['T'])} ({ci['T']}) | {_f(p['D'])} | {_f(p['closed_book_train'])} | "
+            f"{_f(p['closed_book_heldout'])} | {p['tries_T']:.2f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def plot(points: list[dict], budget: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,8 +153,11 @@ def plot(points: list[dict], path: Path) -> None:
         ("D", "D: deferral with the tool down"),
     ):
         ax.plot(params, [p[key] for p in points], marker="o", label=label)
+    for p in points:
+        if p["trace_steps"] != budget:
+            ax.annotate(f"{p['trace_steps']} steps", (p["params"], 0.0), fontsize=7, ha="center")
     ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="parameters", ylabel="accuracy")
-    ax.set_title("The cognitive-core curve: reasoning saturates small, memorising needs size")
+    ax.set_title(f"The cognitive-core curve ({budget} trace steps a size)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -108,23 +165,42 @@ def plot(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def depth_steps(pairs: list[str]) -> dict[int, int]:
+    """--steps-at D=N pairs as {depth: steps}."""
+    out = {}
+    for pair in pairs:
+        depth, sep, steps = pair.partition("=")
+        if not sep or not depth.isdigit() or not steps.isdigit():
+            raise SystemExit(f"--steps-at {pair!r}: write DEPTH=STEPS, e.g. 10=1000")
+        out[int(depth)] = int(steps)
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="a run with world, index, traces")
     parser.add_argument("--out", type=Path, default=Path("runs/curve"))
-    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 7, 10])
-    parser.add_argument("--steps", type=int, default=4576, help="optimizer steps per size: the token budget")
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 7])
+    parser.add_argument("--steps", type=int, default=3876, help="trace steps per size: the token budget")
+    parser.add_argument(
+        "--steps-at", action="append", default=[], metavar="DEPTH=STEPS", help="fewer for a size, marked"
+    )
     parser.add_argument("--per-type", type=int, default=None, help="eval questions per type (default all)")
     parser.add_argument(
         "overrides", nargs="*", help="more hydra overrides for every size (eval.* ones go to the eval only)"
     )
-    args = parser.parse_args()
-    points = [one_size(args.run, args.out, d, args.steps, args.per_type, args.overrides) for d in args.depths]
+    args = parser.parse_args(argv)
+    steps_at = depth_steps(args.steps_at)
+    points = [
+        one_size(args.run, args.out, d, steps_at.get(d, args.steps), args.per_type, args.overrides)
+        for d in args.depths
+    ]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    (args.out / "curve.json").write_text(json.dumps({"settings": settings, "points": points}, indent=1))
-    plot(points, args.out / "curve.png")
-    for p in points:
-        print(json.dumps(p))
+    atomic_write_json(args.out / "curve.json", {"settings": settings, "points": points})
+    atomic_write_text(args.out / "curve.md", table(points, args.steps))
+    plot(points, args.steps, args.out / "curve.png")
+    print(table(points, args.steps))
+    return points
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""What `make demo` prints: each stage's progress and time, the leaderboard, and no log noise from the
-libraries underneath (no DEBUG or INFO records, no warning repeated per checkpoint, no deprecation
-warnings from cogcore's own calls). Runs the real CLI in a subprocess, as a user does, on a tiny config."""
+"""`cogcore pipeline` (make demo) end to end: world -> index -> traces -> distill -> eval, and what it
+prints: each stage's progress and time, the leaderboard, and no log noise from the libraries underneath
+(no DEBUG or INFO records, no warning repeated per checkpoint, no deprecation warnings from cogcore's own
+calls). Runs the real CLI in a subprocess, as a user does, on a tiny config."""
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +19,7 @@ NOISE = re.compile(
 )
 
 
-def test_the_pipeline_prints_progress_times_and_the_leaderboard_and_no_noise(tmp_path):
+def test_the_pipeline_runs_every_stage_and_prints_times_the_leaderboard_and_no_noise(tmp_path):
     overrides = [
         *SMALL_WORLD,
         "world.validation_worlds=1",
@@ -45,6 +47,22 @@ def test_the_pipeline_prints_progress_times_and_the_leaderboard_and_no_noise(tmp
     noise = [line for line in re.split(r"[\r\n]", printed) if NOISE.search(line)]
     assert not noise, "\n".join(noise[:10])
     for stage in ("world", "index", "traces", "distill", "eval"):
+        assert f"== {stage}\n" in done.stdout
         assert re.search(rf"^== {stage}: \d+ (s|min \d+ s)$", done.stdout, re.M), stage
-    assert "| system | K | R@1 | R | T@1 | T |" in done.stdout
+    times = json.loads((tmp_path / "logs" / "pipeline_times.json").read_text())
+    assert set(times) == {"world", "index", "traces", "distill", "eval", "total"}
+    assert (
+        "| system | K | R@1 | R | T@1 | T | D | recall@5 | G | tries (T) | params | questions/s |"
+        in done.stdout
+    )
     assert done.stdout.rstrip().splitlines()[-1].startswith("pipeline: ")
+    board = json.loads((tmp_path / "evals" / "leaderboard.json").read_text())
+    assert board["systems"][0]["name"] == "oracle" and board["systems"][0]["scores"]["T"] == 1.0
+    assert board["contamination"] == {
+        "n": 10,
+        "questions": 4,
+        "leaked": 0,
+        "share": 0.0,
+        "leaked_in_user_turns": 0,
+        "exact_duplicates": 0,
+    }

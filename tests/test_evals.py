@@ -1,11 +1,10 @@
 """The eval suites, systems and leaderboard on the small world (DESIGN contract 5)."""
 
 import json
-import re
 import shutil
 
 import pytest
-from conftest import SMALL_WORLD, TINY_STUDENT, make_cfg
+from conftest import TINY_STUDENT, make_cfg
 
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable, final_answer
@@ -224,34 +223,6 @@ def test_eval_fails_loudly_on_questions_the_training_traces_hold(tiny_student, t
     cfg = make_cfg("eval", run_dir, "eval.split=train", "eval.systems=[oracle]", "eval.limit=10")
     with pytest.raises(ContaminationError, match="share a 10-word n-gram"):
         evaluate(cfg)
-
-
-def test_pipeline_runs_every_stage_and_prints_the_leaderboard(tmp_path, capsys):
-    """`cogcore pipeline` (make demo) on a tiny world: world -> index -> traces -> distill -> eval."""
-    from cogcore.core.pipeline import pipeline
-
-    overrides = (*SMALL_WORLD, *TINY_STUDENT, *FAST_EVAL, "eval.limit=10", "distill.max_steps=30")
-    pipeline(make_cfg("pipeline", tmp_path, *overrides))
-    printed = capsys.readouterr().out
-    for stage in ("world", "index", "traces", "distill", "eval"):
-        assert f"== {stage}\n" in printed
-        assert re.search(rf"^== {stage}: \d+ (s|min \d+ s)$", printed, re.M)
-    times = json.loads((tmp_path / "logs" / "pipeline_times.json").read_text())
-    assert set(times) == {"world", "index", "traces", "distill", "eval", "total"}
-    assert printed.rstrip().splitlines()[-1].startswith("pipeline: ")
-    assert (
-        "| system | K | R@1 | R | T@1 | T | D | recall@5 | G | tries (T) | params | questions/s |" in printed
-    )
-    board = json.loads((tmp_path / "evals" / "leaderboard.json").read_text())
-    assert board["systems"][0]["name"] == "oracle" and board["systems"][0]["scores"]["T"] == 1.0
-    assert board["contamination"] == {
-        "n": 10,
-        "questions": 10,
-        "leaked": 0,
-        "share": 0.0,
-        "leaked_in_user_turns": 0,
-        "exact_duplicates": 0,
-    }
 
 
 def test_linked_support_is_on_for_world_questions_only_unless_set():

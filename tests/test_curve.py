@@ -1,0 +1,44 @@
+"""benchmarks/curve.py on the small world: two sizes by the depth dial, each trained to the same budget
+with its closed-book baseline, then a later call that adds a size reuses what is done and marks a size
+trained below the budget."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from conftest import MICRO
+from test_evals import FAST_EVAL
+
+_spec = importlib.util.spec_from_file_location(
+    "curve", Path(__file__).resolve().parents[1] / "benchmarks" / "curve.py"
+)
+curve = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(curve)
+
+# MICRO without its architecture: the depth dial sets that.
+TRAINING = [o for o in MICRO if not o.startswith("student.arch.")]
+
+
+def test_curve_trains_each_size_once_and_marks_a_smaller_budget(small_run, tmp_path):
+    out = tmp_path / "curve"
+    common = ["--run", str(small_run), "--out", str(out), "--steps", "4", "--per-type", "1"]
+    extra = [*TRAINING, *FAST_EVAL, "eval.suites=[K,T]"]
+    first = curve.main(["--depths", "1", *common, *extra])  # overrides after a one-value option
+    board = out / "d1" / "evals" / "leaderboard.json"
+    scored_at = board.stat().st_mtime_ns
+
+    points = curve.main(["--depths", "1", "2", "--steps-at", "2=2", *common, *extra])
+    assert board.stat().st_mtime_ns == scored_at  # d1 neither retrained nor rescored
+    assert points[0] == first[0]
+    small, big = points
+    assert small["params"] < big["params"]
+    assert (small["trace_steps"], big["trace_steps"]) == (4, 2)
+    assert big["tokens"] < small["tokens"]
+    for p in points:
+        assert 0 <= p["T@1"] <= p["T"] <= 1
+        assert p["closed_book_train"] is not None and p["closed_book_heldout"] is not None
+    saved = json.loads((out / "curve.json").read_text())
+    assert saved["points"] == points
+    rows = (out / "curve.md").read_text().splitlines()
+    assert len(rows) == 4 and "| 2 (fewer) |" in rows[3] and "(fewer)" not in rows[2]
+    assert (out / "curve.png").stat().st_size > 0
