@@ -10,7 +10,8 @@ The depth dial d sets everything, as nanochat's depth does: d layers of width 32
 an MLP 3 times as wide (d=2: 0.17M parameters, 4: 0.98M (the demo student), 7: 4.8M, 10: 13.6M). Every
 size trains distill's copy warm-up, then `--steps` steps of trace rows (distill.global_batch x
 distill.seq_len tokens each): the same tokens. The demo's budget is 3,876 trace steps (6 epochs); a size
-this machine cannot afford at that budget gets fewer with `--steps-at D=N`, and the table says so. The
+this machine cannot afford at that budget gets fewer with `--steps-at D=N`, or none with
+`--closed-book-only D` (its memorising alone), and the table says so. The
 closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pairs).
 
     python benchmarks/curve.py --run runs/demo --depths 2 4 7 --steps 3876 --per-type 24 --out runs/curve
@@ -52,16 +53,21 @@ def _manifest(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _board(run_dir: Path, per_type: int | None) -> dict | None:
-    """The size's leaderboard if it scored the student saved now, at the same questions per type."""
+def _board(run_dir: Path, per_type: int | None, systems: list[str]) -> dict | None:
+    """The size's leaderboard if it scored these systems, the student as saved now, at the same questions
+    per type."""
     path, manifest = run_dir / "evals" / "leaderboard.json", run_dir / "student" / "manifest.json"
-    if not path.exists() or path.stat().st_mtime < manifest.stat().st_mtime:
+    if not path.exists() or (manifest.exists() and path.stat().st_mtime < manifest.stat().st_mtime):
         return None
     board = json.loads(path.read_text())
-    return board if board["config"].get("per_type") == per_type else None
+    same = board["config"].get("per_type") == per_type and board["config"]["systems"] == systems
+    return board if same else None
 
 
-def one_size(run: Path, out: Path, depth: int, steps: int, per_type: int | None, extra: list[str]) -> dict:
+def one_size(
+    run: Path, out: Path, depth: int, steps: int | None, per_type: int | None, extra: list[str]
+) -> dict:
+    """Train and score one size; steps None: its closed-book baseline only (no student)."""
     from cogcore.distill.train import distill
     from cogcore.evals.run import evaluate
 
@@ -74,44 +80,33 @@ def one_size(run: Path, out: Path, depth: int, steps: int, per_type: int | None,
     is_eval = [o.lstrip("+").startswith("eval.") for o in extra]
     size = [*arch(depth), *(o for o, e in zip(extra, is_eval, strict=True) if not e)]
     eval_only = [o for o, e in zip(extra, is_eval, strict=True) if e]
-    dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"])
-    total = steps + dcfg.distill.copy_drills.warmup_steps
+    dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"] if steps else size)
+    total = steps + dcfg.distill.copy_drills.warmup_steps if steps else 0
     manifest = _manifest(run_dir)
-    if manifest is None or manifest["final"]["step"] != total:
+    if steps and (manifest is None or manifest["final"]["step"] != total):
         distill(dcfg)
         manifest = _manifest(run_dir)
-    board = _board(run_dir, per_type)
+    systems = ["student", "closed_book"] if steps else ["closed_book"]
+    board = _board(run_dir, per_type, systems)
     if board is None:
-        evaluate(
-            cfg_of(
-                "eval",
-                run_dir,
-                [
-                    *size,
-                    *eval_only,
-                    "eval.systems=[student,closed_book]",
-                    *([f"eval.per_type={per_type}"] if per_type else []),
-                ],
-            )
-        )
-        board = _board(run_dir, per_type)
+        quick = [f"eval.per_type={per_type}"] if per_type else []
+        systems_key = "eval.systems=[" + ",".join(systems) + "]"
+        evaluate(cfg_of("eval", run_dir, [*size, *eval_only, systems_key, *quick]))
+        board = _board(run_dir, per_type, systems)
     by_name = {s["name"]: s for s in board["systems"]}
-    student, closed = by_name["student"], by_name["closed_book"]
+    closed, student = by_name["closed_book"], by_name.get("student")
+    scores = student["scores"] if student else {}
     return {
         "depth": depth,
-        "params": student["params"],
+        "params": (student or closed)["params"],
         "trace_steps": steps,
         "tokens": total * dcfg.distill.global_batch * dcfg.distill.seq_len,
-        "tokens_per_s": manifest["final"]["tokens_per_s"],
-        "T@1": student["scores"]["T@1"],
-        "T": student["scores"]["T"],
-        "R@1": student["scores"]["R@1"],
-        "R": student["scores"]["R"],
-        "D": student["scores"]["D"],
+        "tokens_per_s": manifest["final"]["tokens_per_s"] if steps else None,
+        **{k: scores.get(k) for k in ("T@1", "T", "R@1", "R", "D")},
         "closed_book_heldout": closed["scores"]["K"],
         "closed_book_train": by_name.get("closed_book (training worlds)", {}).get("scores", {}).get("K"),
-        "ci": {"T@1": student["ci"]["T@1"], "T": student["ci"]["T"]},
-        "tries_T": student["tries"]["T"],
+        "ci": {"T@1": student["ci"]["T@1"], "T": student["ci"]["T"]} if student else None,
+        "tries_T": student["tries"]["T"] if student else None,
     }
 
 
@@ -127,12 +122,15 @@ def table(points: list[dict], budget: int) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in points:
-        short = "" if p["trace_steps"] == budget else " (fewer)"
-        ci = {k: "{:.2f}-{:.2f}".format(*p["ci"][k]) for k in ("T@1", "T")}
+        if p["trace_steps"] is None:
+            steps, t1, t, tries = "no student", "-", "-", "-"
+        else:
+            steps = f"{p['trace_steps']}" + ("" if p["trace_steps"] == budget else " (fewer)")
+            t1, t = ("{} ({:.2f}-{:.2f})".format(_f(p[k]), *p["ci"][k]) for k in ("T@1", "T"))
+            tries = f"{p['tries_T']:.2f}"
         rows.append(
-            f"| {p['depth']} | {p['params'] / 1e6:.2f}M | {p['trace_steps']}{short} | {_f(p['T@1'])} "
-            f"({ci['T@1']}) | {_f(p['T'])} ({ci['T']}) | {_f(p['D'])} | {_f(p['closed_book_train'])} | "
-            f"{_f(p['closed_book_heldout'])} | {p['tries_T']:.2f} |"
+            f"| {p['depth']} | {p['params'] / 1e6:.2f}M | {steps} | {t1} | {t} | {_f(p['D'])} | "
+            f"{_f(p['closed_book_train'])} | {_f(p['closed_book_heldout'])} | {tries} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -152,9 +150,10 @@ def plot(points: list[dict], budget: int, path: Path) -> None:
         ("closed_book_heldout", "closed book, held-out worlds"),
         ("D", "D: deferral with the tool down"),
     ):
-        ax.plot(params, [p[key] for p in points], marker="o", label=label)
+        ys = [float("nan") if p[key] is None else p[key] for p in points]
+        ax.plot(params, ys, marker="o", label=label)
     for p in points:
-        if p["trace_steps"] != budget:
+        if p["trace_steps"] not in (budget, None):
             ax.annotate(f"{p['trace_steps']} steps", (p["params"], 0.0), fontsize=7, ha="center")
     ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="parameters", ylabel="accuracy")
     ax.set_title(f"The cognitive-core curve ({budget} trace steps a size)")
@@ -185,16 +184,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--steps-at", action="append", default=[], metavar="DEPTH=STEPS", help="fewer for a size, marked"
     )
+    parser.add_argument(
+        "--closed-book-only", type=int, nargs="*", default=[], metavar="DEPTH", help="no student at these"
+    )
     parser.add_argument("--per-type", type=int, default=None, help="eval questions per type (default all)")
     parser.add_argument(
         "overrides", nargs="*", help="more hydra overrides for every size (eval.* ones go to the eval only)"
     )
     args = parser.parse_args(argv)
     steps_at = depth_steps(args.steps_at)
-    points = [
-        one_size(args.run, args.out, d, steps_at.get(d, args.steps), args.per_type, args.overrides)
-        for d in args.depths
-    ]
+    steps_of = {d: None if d in args.closed_book_only else steps_at.get(d, args.steps) for d in args.depths}
+    points = [one_size(args.run, args.out, d, steps_of[d], args.per_type, args.overrides) for d in steps_of]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     atomic_write_json(args.out / "curve.json", {"settings": settings, "points": points})
     atomic_write_text(args.out / "curve.md", table(points, args.steps))

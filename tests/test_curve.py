@@ -1,6 +1,6 @@
-"""benchmarks/curve.py on the small world: two sizes by the depth dial, each trained to the same budget
-with its closed-book baseline, then a later call that adds a size reuses what is done and marks a size
-trained below the budget."""
+"""benchmarks/curve.py on the small world: a size by the depth dial, trained to a budget with its
+closed-book baseline, then a later call that adds sizes reuses what is done and marks a size trained
+below the budget and one with its closed-book baseline alone."""
 
 import importlib.util
 import json
@@ -27,18 +27,23 @@ def test_curve_trains_each_size_once_and_marks_a_smaller_budget(small_run, tmp_p
     board = out / "d1" / "evals" / "leaderboard.json"
     scored_at = board.stat().st_mtime_ns
 
-    points = curve.main(["--depths", "1", "2", "--steps-at", "2=2", *common, *extra])
+    points = curve.main(
+        ["--depths", "1", "2", "3", "--steps-at", "2=2", "--closed-book-only", "3", *common, *extra]
+    )
     assert board.stat().st_mtime_ns == scored_at  # d1 neither retrained nor rescored
     assert points[0] == first[0]
-    small, big = points
+    small, big, memory = points
     assert small["params"] < big["params"]
     assert (small["trace_steps"], big["trace_steps"]) == (4, 2)
     assert big["tokens"] < small["tokens"]
-    for p in points:
+    for p in (small, big):
         assert 0 <= p["T@1"] <= p["T"] <= 1
+    assert not (out / "d3" / "student").exists() and memory["T"] is None and memory["params"] > big["params"]
+    for p in points:
         assert p["closed_book_train"] is not None and p["closed_book_heldout"] is not None
     saved = json.loads((out / "curve.json").read_text())
     assert saved["points"] == points
     rows = (out / "curve.md").read_text().splitlines()
-    assert len(rows) == 4 and "| 2 (fewer) |" in rows[3] and "(fewer)" not in rows[2]
+    assert len(rows) == 5 and "| 2 (fewer) |" in rows[3] and "(fewer)" not in rows[2]
+    assert "| no student |" in rows[4]
     assert (out / "curve.png").stat().st_size > 0
