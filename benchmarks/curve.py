@@ -11,23 +11,27 @@ an MLP 3 times as wide (d=2: 0.17M parameters, 4: 0.98M (the demo student), 7: 4
 size trains distill's copy warm-up, then `--steps` steps of trace rows (distill.global_batch x
 distill.seq_len tokens each): the same tokens. The demo's budget is 3,876 trace steps (6 epochs); a size
 this machine cannot afford at that budget gets fewer with `--steps-at D=N`, or none with
-`--closed-book-only D` (its memorising alone), and the table says so. The
+`--closed-book-only D` (its memorising alone), and the table says so. `--closed-book-lrs` trains the
+closed-book baseline at more learning rates: one rate does not suit every size, and each size reports
+the rate that memorises best (and what every rate gave, in curve.json). The
 closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pairs).
 
     python benchmarks/curve.py --run runs/demo --depths 2 4 7 --steps 3876 --per-type 24 --out runs/curve
 
 Writes <out>/d<d>/ (a run per size; world, index and traces linked from --run), <out>/curve.json,
 <out>/curve.md and <out>/curve.png. Each size is resumable: a student trained to its budget and an eval
-of it at the same --per-type are reused, so a later call can add sizes to the picture.
+of it with the same eval config are reused, so a later call can add sizes to the picture.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from cogcore.core.io import atomic_write_json, atomic_write_text
 
@@ -48,63 +52,103 @@ def cfg_of(job: str, run_dir: Path, overrides: list[str]):
         return compose(config_name=job, overrides=[f"run_dir={run_dir}", *overrides])
 
 
+def quiet_libraries() -> None:
+    """The library log levels the CLI's jobs set (conf/base.yaml), which a composed config does not apply."""
+    with initialize_config_module("cogcore.conf", version_base=None):
+        hydra_cfg = compose(config_name="base", return_hydra_config=True).hydra
+    for name, logger in hydra_cfg.job_logging.loggers.items():
+        logging.getLogger(name).setLevel(logger.level)
+
+
 def _manifest(run_dir: Path) -> dict | None:
     path = run_dir / "student" / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _board(run_dir: Path, per_type: int | None, systems: list[str]) -> dict | None:
-    """The size's leaderboard if it scored these systems, the student as saved now, at the same questions
-    per type."""
+def _board(run_dir: Path, ecfg) -> dict | None:
+    """The size's leaderboard if it scored the student as saved now, with this eval config."""
     path, manifest = run_dir / "evals" / "leaderboard.json", run_dir / "student" / "manifest.json"
     if not path.exists() or (manifest.exists() and path.stat().st_mtime < manifest.stat().st_mtime):
         return None
     board = json.loads(path.read_text())
-    same = board["config"].get("per_type") == per_type and board["config"]["systems"] == systems
-    return board if same else None
+    return board if board["config"] == OmegaConf.to_container(ecfg, resolve=True) else None
 
 
-def one_size(
-    run: Path, out: Path, depth: int, steps: int | None, per_type: int | None, extra: list[str]
-) -> dict:
-    """Train and score one size; steps None: its closed-book baseline only (no student)."""
-    from cogcore.distill.train import distill
-    from cogcore.evals.run import evaluate
+def _tokens(dcfg, steps: int | None) -> int:
+    """Tokens a student of `steps` trace steps trains on: the copy warm-up's rows, then the trace rows."""
+    if not steps:
+        return 0
+    drills = dcfg.copy_drills
+    return drills.warmup_steps * drills.rows * drills.row_len + steps * dcfg.global_batch * dcfg.seq_len
 
-    run_dir = out / f"d{depth}"
+
+def _linked(run: Path, run_dir: Path) -> Path:
+    """run_dir with the world, index and traces of `run` linked in."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for part in ("world", "index", "traces"):
         link = run_dir / part
         if not link.exists():
             link.symlink_to((run / part).resolve())
-    is_eval = [o.lstrip("+").startswith("eval.") for o in extra]
-    size = [*arch(depth), *(o for o, e in zip(extra, is_eval, strict=True) if not e)]
-    eval_only = [o for o, e in zip(extra, is_eval, strict=True) if e]
+    return run_dir
+
+
+def _scored(run_dir: Path, overrides: list[str]) -> dict:
+    """The leaderboard's systems by name, from an eval with these overrides (reused when up to date)."""
+    from cogcore.evals.run import evaluate
+
+    ecfg = cfg_of("eval", run_dir, overrides)
+    board = _board(run_dir, ecfg.eval)
+    if board is None:
+        evaluate(ecfg)
+        board = _board(run_dir, ecfg.eval)
+    return {s["name"]: s for s in board["systems"]}
+
+
+def _memorised(by_name: dict) -> dict:
+    return {
+        "train": by_name.get("closed_book (training worlds)", {}).get("scores", {}).get("K"),
+        "heldout": by_name["closed_book"]["scores"]["K"],
+    }
+
+
+def one_size(run: Path, out: Path, depth: int, steps: int | None, args: argparse.Namespace) -> dict:
+    """Train and score one size; steps None: its closed-book baseline only (no student)."""
+    from cogcore.distill.train import distill
+
+    run_dir = _linked(run, out / f"d{depth}")
+    is_eval = [o.lstrip("+").startswith("eval.") for o in args.overrides]
+    size = [*arch(depth), *(o for o, e in zip(args.overrides, is_eval, strict=True) if not e)]
+    eval_only = [o for o, e in zip(args.overrides, is_eval, strict=True) if e]
+    eval_only += [f"eval.per_type={args.per_type}"] if args.per_type else []
     dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"] if steps else size)
     total = steps + dcfg.distill.copy_drills.warmup_steps if steps else 0
     manifest = _manifest(run_dir)
     if steps and (manifest is None or manifest["final"]["step"] != total):
         distill(dcfg)
         manifest = _manifest(run_dir)
-    systems = ["student", "closed_book"] if steps else ["closed_book"]
-    board = _board(run_dir, per_type, systems)
-    if board is None:
-        quick = [f"eval.per_type={per_type}"] if per_type else []
-        systems_key = "eval.systems=[" + ",".join(systems) + "]"
-        evaluate(cfg_of("eval", run_dir, [*size, *eval_only, systems_key, *quick]))
-        board = _board(run_dir, per_type, systems)
-    by_name = {s["name"]: s for s in board["systems"]}
-    closed, student = by_name["closed_book"], by_name.get("student")
+    systems = "eval.systems=[student,closed_book]" if steps else "eval.systems=[closed_book]"
+    by_name = _scored(run_dir, [*size, *eval_only, systems])
+    # The closed-book baseline at each learning rate asked for, beside the config's; the size's memorising
+    # is the best of them on the training worlds it memorises (the quantity measured, not a held-out one).
+    by_lr = {cfg_of("eval", run_dir, eval_only).eval.closed_book.distill.lr: _memorised(by_name)}
+    for lr in args.closed_book_lrs:
+        lr_dir = _linked(run, run_dir / f"closed_book_lr{lr:g}")
+        lr_key = f"eval.closed_book.distill.lr={lr}"
+        by_lr[lr] = _memorised(_scored(lr_dir, [*size, *eval_only, "eval.systems=[closed_book]", lr_key]))
+    best = max(by_lr, key=lambda lr: by_lr[lr]["train"] or 0.0)
+    student = by_name.get("student")
     scores = student["scores"] if student else {}
     return {
         "depth": depth,
-        "params": (student or closed)["params"],
+        "params": by_name["student" if student else "closed_book"]["params"],
         "trace_steps": steps,
-        "tokens": total * dcfg.distill.global_batch * dcfg.distill.seq_len,
+        "tokens": _tokens(dcfg.distill, steps),
         "tokens_per_s": manifest["final"]["tokens_per_s"] if steps else None,
         **{k: scores.get(k) for k in ("T@1", "T", "R@1", "R", "D")},
-        "closed_book_heldout": closed["scores"]["K"],
-        "closed_book_train": by_name.get("closed_book (training worlds)", {}).get("scores", {}).get("K"),
+        "closed_book_train": by_lr[best]["train"],
+        "closed_book_heldout": by_lr[best]["heldout"],
+        "closed_book_lr": best,
+        "closed_book_by_lr": {f"{lr:g}": v for lr, v in by_lr.items()},
         "ci": {"T@1": student["ci"]["T@1"], "T": student["ci"]["T"]} if student else None,
         "tries_T": student["tries"]["T"] if student else None,
     }
@@ -118,8 +162,8 @@ def table(points: list[dict], budget: int) -> str:
     """The curve as a markdown table; sizes trained below the common budget are marked."""
     rows = [
         "| depth | parameters | trace steps | T@1 (95% CI) | T (95% CI) | D | closed book, training worlds "
-        "| closed book, held out | tries per T question |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| closed book, held out | closed-book lr | tries per T question |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in points:
         if p["trace_steps"] is None:
@@ -130,7 +174,8 @@ def table(points: list[dict], budget: int) -> str:
             tries = f"{p['tries_T']:.2f}"
         rows.append(
             f"| {p['depth']} | {p['params'] / 1e6:.2f}M | {steps} | {t1} | {t} | {_f(p['D'])} | "
-            f"{_f(p['closed_book_train'])} | {_f(p['closed_book_heldout'])} | {tries} |"
+            f"{_f(p['closed_book_train'])} | {_f(p['closed_book_heldout'])} | {p['closed_book_lr']:g} | "
+            f"{tries} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -141,7 +186,7 @@ def plot(points: list[dict], budget: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     params = [p["params"] for p in points]
     for key, label in (
         ("T@1", "T@1: reasoning with lookup, one try (held out)"),
@@ -158,7 +203,7 @@ def plot(points: list[dict], budget: int, path: Path) -> None:
     ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="parameters", ylabel="accuracy")
     ax.set_title(f"The cognitive-core curve ({budget} trace steps a size)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -187,14 +232,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--closed-book-only", type=int, nargs="*", default=[], metavar="DEPTH", help="no student at these"
     )
+    parser.add_argument(
+        "--closed-book-lrs",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="LR",
+        help="closed-book baselines at these learning rates too; each size reports its best memoriser",
+    )
     parser.add_argument("--per-type", type=int, default=None, help="eval questions per type (default all)")
     parser.add_argument(
         "overrides", nargs="*", help="more hydra overrides for every size (eval.* ones go to the eval only)"
     )
     args = parser.parse_args(argv)
+    quiet_libraries()
     steps_at = depth_steps(args.steps_at)
     steps_of = {d: None if d in args.closed_book_only else steps_at.get(d, args.steps) for d in args.depths}
-    points = [one_size(args.run, args.out, d, steps_of[d], args.per_type, args.overrides) for d in steps_of]
+    points = [one_size(args.run, args.out, d, steps_of[d], args) for d in steps_of]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     atomic_write_json(args.out / "curve.json", {"settings": settings, "points": points})
     atomic_write_text(args.out / "curve.md", table(points, args.steps))

@@ -28,10 +28,13 @@ def test_curve_trains_each_size_once_and_marks_a_smaller_budget(small_run, tmp_p
     scored_at = board.stat().st_mtime_ns
 
     points = curve.main(
-        ["--depths", "1", "2", "3", "--steps-at", "2=2", "--closed-book-only", "3", *common, *extra]
+        ["--depths", "1", "2", "3", "--steps-at", "2=2", "--closed-book-only", "3"]
+        + ["--closed-book-lrs", "0.02", *common, *extra]
     )
     assert board.stat().st_mtime_ns == scored_at  # d1 neither retrained nor rescored
-    assert points[0] == first[0]
+    assert {k: v for k, v in points[0].items() if not k.startswith("closed_book")} == {
+        k: v for k, v in first[0].items() if not k.startswith("closed_book")
+    }
     small, big, memory = points
     assert small["params"] < big["params"]
     assert (small["trace_steps"], big["trace_steps"]) == (4, 2)
@@ -40,10 +43,20 @@ def test_curve_trains_each_size_once_and_marks_a_smaller_budget(small_run, tmp_p
         assert 0 <= p["T@1"] <= p["T"] <= 1
     assert not (out / "d3" / "student").exists() and memory["T"] is None and memory["params"] > big["params"]
     for p in points:
-        assert p["closed_book_train"] is not None and p["closed_book_heldout"] is not None
+        assert set(p["closed_book_by_lr"]) == {"0.003", "0.02"}  # the config's rate and the one asked for
+        best = p["closed_book_by_lr"][f"{p['closed_book_lr']:g}"]
+        assert (
+            p["closed_book_train"]
+            == best["train"]
+            == max(m["train"] for m in p["closed_book_by_lr"].values())
+        )
+        assert (out / f"d{p['depth']}" / "closed_book_lr0.02" / "evals" / "leaderboard.json").exists()
     saved = json.loads((out / "curve.json").read_text())
     assert saved["points"] == points
     rows = (out / "curve.md").read_text().splitlines()
     assert len(rows) == 5 and "| 2 (fewer) |" in rows[3] and "(fewer)" not in rows[2]
     assert "| no student |" in rows[4]
     assert (out / "curve.png").stat().st_size > 0
+
+    curve.main(["--depths", "1", *common, *extra, "eval.generation.retries=0"])
+    assert board.stat().st_mtime_ns != scored_at  # another eval config: scored again
