@@ -58,15 +58,33 @@ def eval_generation(ecfg: DictConfig, **overrides) -> GenerationConfig:
     )
 
 
+KV_BUDGET = 2 * 1024**3  # bytes of KV cache that eval.batch_size=auto fills
+ROW_TOKENS = 2048  # a long tool conversation: the row length auto sizes for
+MAX_ROWS = 256
+
+
+def batch_rows(setting, model) -> int:
+    """eval.batch_size as rows: a number as given; `auto`, as many rows (at most 256) as a 2 GiB KV cache
+    holds at 2,048 tokens a row. That is 256 for the demo student and 22 for SmolLM2-135M in fp32."""
+    if setting == "auto":
+        c = model.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        row = 2 * c.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize * ROW_TOKENS
+        return int(max(1, min(MAX_ROWS, KV_BUDGET // row)))
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise DataError(f"eval.batch_size={setting!r}: give a number of questions (>= 1) or auto")
+    return setting
+
+
 def _tool_user(cls, name: str, path: Path, ecfg: DictConfig, gen: GenerationConfig, **extra):
     from cogcore.core.checkpoint import load_model
     from cogcore.core.engine import Engine
 
     model, tokenizer = load_model(path, key=f"eval.checkpoints.{name}" if name in ecfg.checkpoints else name)
     params = sum(p.numel() for p in model.parameters())
-    return cls(
-        name=name, engine=Engine(model, tokenizer), gen=gen, batch=ecfg.batch_size, params=params, **extra
-    )
+    batch = batch_rows(ecfg.batch_size, model)
+    return cls(name=name, engine=Engine(model, tokenizer), gen=gen, batch=batch, params=params, **extra)
 
 
 def build_systems(cfg: DictConfig) -> list:

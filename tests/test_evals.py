@@ -9,7 +9,7 @@ from conftest import TINY_STUDENT, make_cfg
 from cogcore.core.io import DataError, read_jsonl
 from cogcore.core.tools import UNAVAILABLE, UNKNOWN, SearchUnavailable, final_answer
 from cogcore.evals.contamination import ContaminationError
-from cogcore.evals.run import eval_generation, evaluate, load_questions
+from cogcore.evals.run import batch_rows, eval_generation, evaluate, load_questions
 from cogcore.evals.scoring import grade
 from cogcore.evals.suites import compositionality_gap, final_text, hop_questions, run_suite, search_for
 from cogcore.evals.systems import Oracle
@@ -239,3 +239,28 @@ def test_linked_support_is_on_for_world_questions_only_unless_set():
     assert resolved(linked=True, questions="my_qa.jsonl") is True and resolved(linked=False) is False
     with pytest.raises(DataError, match="eval.generation.linked='sometimes': choose true, false or auto"):
         resolved(linked="sometimes")
+
+
+def test_batch_size_auto_fills_a_kv_budget_and_a_bad_one_names_the_key():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def llama(layers, width, heads, kv_heads):
+        config = LlamaConfig(
+            vocab_size=64,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+        )
+        return LlamaForCausalLM(config).to(torch.float32)
+
+    # the demo student's shape (4 layers, 8 heads of 16): 8 MiB a row at 2,048 tokens, so the cap of 256
+    assert batch_rows("auto", llama(4, 128, 8, 8)) == 256
+    # SmolLM2-135M's (30 layers, 3 KV heads of 64), fp32: 90 MiB a row, 22 rows in 2 GiB
+    assert batch_rows("auto", llama(30, 576, 9, 3)) == 2 * 1024**3 // (2 * 30 * 3 * 64 * 4 * 2048)
+    assert batch_rows(16, None) == 16
+    for bad in (0, "many", True):
+        with pytest.raises(DataError, match="eval.batch_size=.*a number of questions"):
+            batch_rows(bad, None)
