@@ -93,7 +93,7 @@ def _linked(run: Path, run_dir: Path) -> Path:
 
 
 def _scored(run_dir: Path, overrides: list[str]) -> dict:
-    """The leaderboard's systems by name, from an eval with these overrides (reused when up to date)."""
+    """The leaderboard of an eval with these overrides (reused when up to date)."""
     from cogcore.evals.run import evaluate
 
     ecfg = cfg_of("eval", run_dir, overrides)
@@ -101,11 +101,18 @@ def _scored(run_dir: Path, overrides: list[str]) -> dict:
     if board is None:
         evaluate(ecfg)
         board = _board(run_dir, ecfg.eval)
+    return board
+
+
+def _systems(board: dict) -> dict:
     return {s["name"]: s for s in board["systems"]}
 
 
-def _memorised(by_name: dict) -> dict:
-    return {
+def _memorised(board: dict) -> tuple[float, dict]:
+    """The closed-book baseline's learning rate, and what it memorised of the training worlds and of the
+    held-out ones."""
+    by_name = _systems(board)
+    return board["config"]["closed_book"]["distill"]["lr"], {
         "train": by_name.get("closed_book (training worlds)", {}).get("scores", {}).get("K"),
         "heldout": by_name["closed_book"]["scores"]["K"],
     }
@@ -127,14 +134,15 @@ def one_size(run: Path, out: Path, depth: int, steps: int | None, args: argparse
         distill(dcfg)
         manifest = _manifest(run_dir)
     systems = "eval.systems=[student,closed_book]" if steps else "eval.systems=[closed_book]"
-    by_name = _scored(run_dir, [*size, *eval_only, systems])
+    board = _scored(run_dir, [*size, *eval_only, systems])
+    by_name = _systems(board)
     # The closed-book baseline at each learning rate asked for, beside the config's; the size's memorising
     # is the best of them on the training worlds it memorises (the quantity measured, not a held-out one).
-    by_lr = {cfg_of("eval", run_dir, eval_only).eval.closed_book.distill.lr: _memorised(by_name)}
+    by_lr = dict([_memorised(board)])
     for lr in args.closed_book_lrs:
         lr_dir = _linked(run, run_dir / f"closed_book_lr{lr:g}")
         lr_key = f"eval.closed_book.distill.lr={lr}"
-        by_lr[lr] = _memorised(_scored(lr_dir, [*size, *eval_only, "eval.systems=[closed_book]", lr_key]))
+        by_lr.update([_memorised(_scored(lr_dir, [*size, *eval_only, "eval.systems=[closed_book]", lr_key]))])
     best = max(by_lr, key=lambda lr: by_lr[lr]["train"] or 0.0)
     student = by_name.get("student")
     scores = student["scores"] if student else {}
