@@ -9,18 +9,21 @@ trained at the same budget in tokens on the same traces, and for each:
 The depth dial d sets everything, as nanochat's depth does: d layers of width 32 d, 2 d heads of 16,
 an MLP 3 times as wide (d=2: 0.17M parameters, 4: 0.98M (the demo student), 7: 4.8M, 10: 13.6M). Every
 size trains distill's copy warm-up, then `--steps` steps of trace rows (distill.global_batch x
-distill.seq_len tokens each): the same tokens. The demo's budget is 3,876 trace steps (6 epochs); a size
+distill.seq_len tokens each): the same tokens. The curve in README ran 3,876 trace steps of 2 rows of
+1,024 tokens (`distill.seq_len=1024`, 6 epochs, the demo's budget of its time); a size
 this machine cannot afford at that budget gets fewer with `--steps-at D=N`, or none with
 `--closed-book-only D` (its memorising alone), and the table says so. `--closed-book-lrs` trains the
 closed-book baseline at more learning rates: one rate does not suit every size, and each size reports
 the rate that memorises best (and what every rate gave, in curve.json). The
 closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pairs).
 
-    python benchmarks/curve.py --run runs/demo --depths 2 4 7 --steps 3876 --per-type 24 --out runs/curve
+    python benchmarks/curve.py --run runs/demo --depths 2 4 7 --steps 3876 --per-type 24 --out runs/curve \
+        distill.seq_len=1024
 
 Writes <out>/d<d>/ (a run per size; world, index and traces linked from --run), <out>/curve.json,
 <out>/curve.md and <out>/curve.png. Each size is resumable: a student trained to its budget and an eval
-of it with the same eval config are reused, so a later call can add sizes to the picture.
+of it with the same eval config are reused, so a later call can add sizes to the picture (a student of
+another row length is trained again).
 """
 
 from __future__ import annotations
@@ -130,7 +133,9 @@ def one_size(run: Path, out: Path, depth: int, steps: int | None, args: argparse
     dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"] if steps else size)
     total = steps + dcfg.distill.copy_drills.warmup_steps if steps else 0
     manifest = _manifest(run_dir)
-    if steps and (manifest is None or manifest["final"]["step"] != total):
+    if steps and (
+        manifest is None or manifest["final"]["step"] != total or manifest["seq_len"] != dcfg.distill.seq_len
+    ):
         distill(dcfg)
         manifest = _manifest(run_dir)
     systems = "eval.systems=[student,closed_book]" if steps else "eval.systems=[closed_book]"
