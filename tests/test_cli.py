@@ -47,7 +47,7 @@ STAGE_KEYS = {
     "world": {"world.seed": 0, "world.train_worlds": 120},
     "index": {"retriever.mode": "hybrid", "docs": None, "chunk.words": 120, "corpus.path": None},
     "traces": {"teacher.name": "oracle", "data.name": "world", "split": "train", "filter.support": True},
-    "distill": {"student.kind": "scratch", "distill.seq_len": 800},
+    "distill": {"student.kind": "scratch", "distill.seq_len": 1024},
     "eval": {"eval.suites": ["K", "R", "T"], "eval.generation.retries": 8, "eval.generation.linked": "auto"},
 }
 ASSISTANT_KEYS = {
