@@ -22,8 +22,8 @@ closed-book baseline keeps eval.closed_book's own schedule (30 epochs of its pai
 
 Writes <out>/d<d>/ (a run per size; world, index and traces linked from --run), <out>/curve.json,
 <out>/curve.md and <out>/curve.png. Each size is resumable: a student trained to its budget and an eval
-of it with the same eval config are reused, so a later call can add sizes to the picture (a student of
-another row length is trained again).
+of it with the same eval config are reused, so a later call can add sizes to the picture (a call at
+another row length than a finished size's is refused: the curve would mix two budgets).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from cogcore.core.io import atomic_write_json, atomic_write_text
+from cogcore.core.io import DataError, atomic_write_json, atomic_write_text
 
 
 def arch(depth: int) -> list[str]:
@@ -133,9 +133,13 @@ def one_size(run: Path, out: Path, depth: int, steps: int | None, args: argparse
     dcfg = cfg_of("distill", run_dir, [*size, f"distill.max_steps={steps}"] if steps else size)
     total = steps + dcfg.distill.copy_drills.warmup_steps if steps else 0
     manifest = _manifest(run_dir)
-    if steps and (
-        manifest is None or manifest["final"]["step"] != total or manifest["seq_len"] != dcfg.distill.seq_len
-    ):
+    if steps and manifest is not None and manifest["seq_len"] != dcfg.distill.seq_len:
+        raise DataError(
+            f"{run_dir / 'student'}: trained on rows of {manifest['seq_len']} tokens, and this call asks for "
+            f"{dcfg.distill.seq_len} (distill.seq_len): pass distill.seq_len={manifest['seq_len']}, or "
+            "another --out for a curve at the new row length"
+        )
+    if steps and (manifest is None or manifest["final"]["step"] != total):
         distill(dcfg)
         manifest = _manifest(run_dir)
     systems = "eval.systems=[student,closed_book]" if steps else "eval.systems=[closed_book]"

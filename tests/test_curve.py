@@ -6,8 +6,11 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from conftest import MICRO
 from test_evals import FAST_EVAL
+
+from cogcore.core.io import DataError
 
 _spec = importlib.util.spec_from_file_location(
     "curve", Path(__file__).resolve().parents[1] / "benchmarks" / "curve.py"
@@ -60,3 +63,9 @@ def test_curve_trains_each_size_once_and_marks_a_smaller_budget(small_run, tmp_p
 
     curve.main(["--depths", "1", *common, *extra, "eval.generation.retries=0"])
     assert board.stat().st_mtime_ns != scored_at  # another eval config: scored again
+
+    # another row length than d1's student: refused, not mixed into the curve, nothing deleted
+    other_rows = [o for o in extra if not o.startswith("distill.seq_len=")] + ["distill.seq_len=512"]
+    with pytest.raises(DataError, match="distill.seq_len=768"):
+        curve.main(["--depths", "1", *common, *other_rows])
+    assert json.loads((out / "d1" / "student" / "manifest.json").read_text())["seq_len"] == 768
