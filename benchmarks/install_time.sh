@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How long `make install` takes on a fresh clone, with each installer: a clone of this repository's HEAD
 # in a temporary folder, uv's cache emptied first (as on a machine that never ran uv), then
-# `make install INSTALLER=<uv|pip>`; torch comes from TORCH_SPEC by pip in both.
+# `make install INSTALLER=<uv|pip>`; torch comes from TORCH_SPEC by that installer.
 #
 #   bash benchmarks/install_time.sh            # uv, then pip
 #   bash benchmarks/install_time.sh uv         # one of them
