@@ -198,37 +198,36 @@ def traces(cfg: DictConfig) -> Path:
         done = kept.ids | rejected.ids
         todo = [q for q in questions if q["id"] not in done]
         keep = TraceFilter(cfg.filter, read_jsonl(kept.path))  # a resumed run knows what it kept
-        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="traces", unit="q")
-        counts, stats = Counter(), Counter()  # stats: the teacher's calls, cached, tokens, errors
+        with tqdm(total=len(questions), initial=len(questions) - len(todo), desc="traces", unit="q") as bar:
+            counts, stats = Counter(), Counter()  # stats: the teacher's calls, cached, tokens, errors
 
-        def write(question: dict, trace: dict | None, failure: Rejected | None = None) -> None:
-            if failure is None:
-                failure = keep.check(trace)
-            if failure is None:
-                kept.write(trace)
-                counts["kept"] += 1
+            def write(question: dict, trace: dict | None, failure: Rejected | None = None) -> None:
+                if failure is None:
+                    failure = keep.check(trace)
+                if failure is None:
+                    kept.write(trace)
+                    counts["kept"] += 1
+                else:
+                    rejected.write(
+                        {
+                            "id": question["id"],
+                            "type": question["type"],
+                            "reason": failure.reason,
+                            "detail": failure.detail,
+                            "question": question["question"],
+                            "messages": failure.messages,
+                        }
+                    )
+                    counts["rejected"] += 1
+                bar.update()
+                bar.set_postfix({**counts, **stats}, refresh=False)
+
+            if tcfg.name == "oracle":
+                run_oracle(todo, retriever, tcfg, cfg.batch_size, write)
+            elif tcfg.name == "openai":
+                failures = run_openai(todo, retriever, tcfg, out / "cache", write, stats)
             else:
-                rejected.write(
-                    {
-                        "id": question["id"],
-                        "type": question["type"],
-                        "reason": failure.reason,
-                        "detail": failure.detail,
-                        "question": question["question"],
-                        "messages": failure.messages,
-                    }
-                )
-                counts["rejected"] += 1
-            bar.update()
-            bar.set_postfix({**counts, **stats}, refresh=False)
-
-        if tcfg.name == "oracle":
-            run_oracle(todo, retriever, tcfg, cfg.batch_size, write)
-        elif tcfg.name == "openai":
-            failures = run_openai(todo, retriever, tcfg, out / "cache", write, stats)
-        else:
-            run_hf(todo, retriever, tcfg, cfg.batch_size, write, model, tokenizer)
-        bar.close()
+                run_hf(todo, retriever, tcfg, cfg.batch_size, write, model, tokenizer)
 
     if tcfg.name == "hf" and tcfg.topk:
         scored = save_topk(out / "traces.jsonl", out / "topk", model, tokenizer, tcfg.topk, tcfg.topk_batch)
