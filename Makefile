@@ -6,7 +6,13 @@
 
 PYTHON     ?= python3
 VENV       ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+# PyPI's Linux torch is the CUDA build (gigabytes of nvidia wheels); on Linux without an NVIDIA driver
+# it comes from PyTorch's CPU index instead, unless pip's configuration (environment or files) names
+# wheels or an index of its own. macOS's PyPI torch is the CPU build already. TORCH_INDEX= for PyPI's.
+pip_sources  = $(shell $(PYTHON) -m pip config list 2>/dev/null | grep -E 'find-links|[.]index-url')
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi)$(pip_sources),,$(if \
+               $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu))
+TORCH_SPEC ?= torch==2.13.0$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
 RUN_DIR    ?= runs/demo
 ARGS       ?=
 
