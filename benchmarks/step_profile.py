@@ -7,7 +7,11 @@ backward) by the kernels one could use instead: the CPU flash kernel in fp32 (wh
 and bf16; then the flash kernel on a batch of equal-length traces against one call per trace.
 
     .venv/bin/python benchmarks/step_profile.py --run-dir runs/demo --kernels
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/step_profile.py  # AVX2, fp32
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        .venv/bin/python benchmarks/step_profile.py  # AVX2, fp32
+
+(Without `MKL_ENABLE_INSTRUCTIONS=AVX2` an AVX-512 machine still runs the matrix products in AVX-512:
+benchmarks/matmul_isa.py.)
 
 `--precision auto` (the default) picks what `distill.precision=auto` would on this CPU.
 

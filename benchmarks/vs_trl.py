@@ -3,7 +3,7 @@ student on the same traces for the same number of steps, and one function scores
 
     pip install -e '.[bench]'          # trl, for this benchmark only (not a cogcore dependency)
     flock /work/heavy.lock .venv/bin/python benchmarks/vs_trl.py --run-dir runs/demo --steps 300
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \\
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
         .venv/bin/python benchmarks/vs_trl.py --run-dir runs/demo --precision no   # the AVX2 fp32 path
 
 Both sides get what a user of each would run, on equal terms:

@@ -106,8 +106,9 @@ def precision(dcfg: DictConfig) -> str:
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU's flags (Linux's /proc/cpuinfo) include native bf16 arithmetic, and torch's kernels
-    may use it: `ATEN_CPU_CAPABILITY=avx2` or `ONEDNN_MAX_CPU_ISA=AVX2` (how to measure an AVX2-only
-    machine's path on a newer one) rule it out."""
+    may use it: `ATEN_CPU_CAPABILITY=avx2` or `ONEDNN_MAX_CPU_ISA=AVX2` rule it out. (To measure an
+    AVX2-only machine's path on a newer one, set both and `MKL_ENABLE_INSTRUCTIONS=AVX2`, without which
+    MKL's matrix products still run AVX-512: benchmarks/matmul_isa.py.)"""
     if not cpuinfo.exists() or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
