@@ -12,7 +12,7 @@ VENV       ?= .venv
 pip_sources  = $(shell $(PYTHON) -m pip config list 2>/dev/null | grep -E 'find-links|[.]index-url')
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi)$(pip_sources),,$(if \
                $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu))
-TORCH_SPEC ?= torch==2.13.0$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
+TORCH_SPEC ?= torch==2.13.0$(foreach index,$(TORCH_INDEX), --index-url $(index))
 RUN_DIR    ?= runs/demo
 ARGS       ?=
 
