@@ -4,7 +4,7 @@ The usual approach is what a script around transformers does: render the convers
 `model.generate` greedily until the assistant's turn ends, parse the call, run the search, append the tool
 turn, render the whole conversation again and `generate` again, until an answer. The engine instead keeps
 each row's KV cache across tool turns (the tool turn goes in as forced tokens) and runs the rows in one batch,
-as `cogcore eval` does (eval.batch_size, 64).
+as `cogcore eval` does (eval.batch_size: auto, all 64 at once for the demo student).
 
 Both answer the same held-out questions of a run with the same student, greedy, with no retries, quote holding
 or step checks (eval.generation with quotes, linked, steps off and retries 0: what is left is plain greedy
@@ -188,7 +188,7 @@ def main() -> None:
 
     from cogcore.core.checkpoint import load_model
     from cogcore.distill.teachers import conversation
-    from cogcore.evals.run import eval_generation, load_questions
+    from cogcore.evals.run import batch_rows, eval_generation, load_questions
     from cogcore.evals.suites import search_for
     from cogcore.retrieval.retriever import Retriever
 
@@ -216,7 +216,7 @@ def main() -> None:
     model, tokenizer = load_model(run_dir / "student", device="cpu")
     engine = Engine(model, tokenizer)
     conversations = [conversation(q) for q in questions]
-    batch = ecfg.batch_size
+    batch = batch_rows(ecfg.batch_size, model)
 
     def cogcore_engine(s):
         return [
