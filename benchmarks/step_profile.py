@@ -13,7 +13,8 @@ and bf16; then the flash kernel on a batch of equal-length traces against one ca
 (Without `MKL_ENABLE_INSTRUCTIONS=AVX2` an AVX-512 machine still runs the matrix products in AVX-512:
 benchmarks/matmul_isa.py.)
 
-`--precision auto` (the default) picks what `distill.precision=auto` would on this CPU.
+`--precision auto` (the default) picks what `distill.precision=auto` would on this CPU; `--compile` runs
+the student under torch.compile, as `distill.compile=true` does.
 
 Rows are packed as the trainer packs them (the default `distill` config's drills) from the first
 `--traces` traces of the run, with its student's tokenizer; the student is built fresh from
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the student (distill.compile)")
     parser.add_argument(
         "--precision", choices=["auto", "bf16", "no"], default="auto", help="as distill.precision (no: fp32)"
     )
@@ -83,15 +85,18 @@ def main() -> None:
     def step(i: int) -> None:
         batch = _batch(rows, list(range(per_step * i, per_step * (i + 1))), "cpu")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            summed, tokens = step_loss(model, None, batch, dcfg)
+            summed, tokens = step_loss(forward, None, batch, dcfg)
             (summed / tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), dcfg.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    forward = torch.compile(model) if args.compile else model
     n_batches = len(rows) // per_step
+    started = time.perf_counter()
     for i in range(3):
         step(i)
+    print(f"first 3 steps{' (compiling)' if args.compile else ''}: {time.perf_counter() - started:.1f} s")
     times = []
     for i in range(args.steps):
         started = time.perf_counter()

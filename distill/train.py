@@ -128,6 +128,30 @@ def attention(dcfg: DictConfig, device: torch.device) -> str:
     return dcfg.attention
 
 
+def compiled(model: torch.nn.Module, device: torch.device, main_process: bool = True) -> torch.nn.Module:
+    """`model` under torch.compile; on a CPU without a working C++ compiler (inductor builds its CPU
+    kernels with one) the model as it is, with one line saying why, rather than a crash at the first step.
+    On 2 CPU cores it gains nothing in the loop and is not deterministic run to run (BENCHMARKS.md,
+    "torch.compile held to AVX2 in all three"): an option for GPUs."""
+    if device.type == "cpu":
+        from torch._inductor import config as inductor
+        from torch._inductor.cpp_builder import cpp_compiler_search
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        search = inductor.cpp.cxx if isinstance(inductor.cpp.cxx, (list, tuple)) else (inductor.cpp.cxx,)
+        try:
+            cpp_compiler_search(tuple(search))
+        except InvalidCxxCompiler:
+            if main_process:
+                names = ", ".join(str(c) for c in search if c)
+                print(
+                    f"distill: distill.compile=true, but no working C++ compiler ({names}) for torch.compile "
+                    "on CPU: training without it (install g++ or set CXX to use it)"
+                )
+            return model
+    return torch.compile(model)
+
+
 def with_lora(model: torch.nn.Module, lcfg: DictConfig | None) -> torch.nn.Module:
     """`model` with trainable LoRA adapters and its own weights frozen, when `distill.lora.rank` > 0."""
     if not lcfg or not lcfg.rank:
@@ -476,7 +500,7 @@ def build_trainer(
         use_packed_attention(model, True)
     model = with_lora(model, dcfg.lora)
     if dcfg.compile:
-        model = torch.compile(model)
+        model = compiled(model, accelerator.device, accelerator.is_main_process)
     optimizer = optimizer_for(model, dcfg)
     scheduler = scheduler_for(optimizer, dcfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

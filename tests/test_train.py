@@ -164,6 +164,20 @@ def test_per_trace_attention_trains_like_the_models_own(small_run, tmp_path, cap
         distill(make_cfg("distill", prepared(small_run, tmp_path, "bad"), *MICRO, "distill.attention=flash"))
 
 
+def test_compile_without_a_cpp_compiler_trains_without_it(small_run, tmp_path, capsys):
+    """distill.compile=true on a CPU with no working C++ compiler: one line says so and the run trains
+    to the end without torch.compile, where inductor would stop at the first step (InvalidCxxCompiler)."""
+    from torch._inductor import config as inductor
+
+    run = prepared(small_run, tmp_path, "no_compiler")
+    with inductor.patch({"cpp.cxx": ("/nonexistent/g++",)}):
+        distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2", "distill.compile=true"))
+    out = capsys.readouterr().out
+    assert "no working C++ compiler (/nonexistent/g++)" in out and "training without it" in out
+    assert len(read_jsonl(run / "student" / "metrics.jsonl")) >= 2
+    assert weights(run)
+
+
 def test_saved_student_loads_and_renders_the_trained_ids(small_run, tmp_path):
     run = prepared(small_run, tmp_path, "run")
     out = distill(make_cfg("distill", run, *MICRO, "distill.max_steps=2"))
