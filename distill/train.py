@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,9 @@ def with_lora(model: torch.nn.Module, lcfg: DictConfig | None) -> torch.nn.Modul
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft's own use of a name transformers renamed; nothing to act on
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def optimizer_for(model: torch.nn.Module, dcfg: DictConfig) -> torch.optim.Optimizer:
