@@ -7,10 +7,14 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 # PyPI's Linux torch is the CUDA build (gigabytes of nvidia wheels); on Linux without an NVIDIA driver
-# it comes from PyTorch's CPU index instead, unless pip's configuration (environment or files) names
-# wheels or an index of its own. macOS's PyPI torch is the CPU build already. TORCH_INDEX= for PyPI's.
+# it comes from PyTorch's CPU index instead, unless pip's or uv's configuration (environment or files)
+# names wheels or an index of its own. macOS's PyPI torch is the CPU build already. TORCH_INDEX= for PyPI's.
 pip_sources  = $(shell $(PYTHON) -m pip config list 2>/dev/null | grep -E 'find-links|[.]index-url')
-TORCH_INDEX ?= $(if $(shell command -v nvidia-smi)$(pip_sources),,$(if \
+uv_files     = $(wildcard $(UV_CONFIG_FILE) $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/uv/uv.toml /etc/uv/uv.toml)
+uv_sources   = $(UV_INDEX)$(UV_DEFAULT_INDEX)$(UV_INDEX_URL)$(UV_EXTRA_INDEX_URL)$(UV_FIND_LINKS)$(if \
+               $(uv_files),$(shell grep -lE '^[[:space:]]*(index-url|extra-index-url|find-links|\[\[index\]\])' \
+               $(uv_files) 2>/dev/null))
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi)$(pip_sources)$(uv_sources),,$(if \
                $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu))
 TORCH_SPEC ?= torch==2.13.0$(foreach index,$(TORCH_INDEX), --index-url $(index))
 RUN_DIR    ?= runs/demo
