@@ -184,58 +184,12 @@ class Engine:
         cache, attention, logits = self._prefill(rows, device)
         batch = list(range(len(rows)))  # the rows still in the batch tensors (finished ones leave it)
         while True:
-            step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
-            live = torch.zeros((len(batch), 1), dtype=torch.long)
-            choices = sample(logits)
-            probs = logits.softmax(-1) if doubts else None
-            top = probs.topk(1 + ALTERNATIVES, dim=-1) if doubts else None
-            for j, i in enumerate(batch):
-                r = rows[i]
-                if r.done:
-                    continue
-                forced = bool(r.forced)
-                if forced:
-                    token = r.forced.popleft()
-                else:
-                    token = r.prescribed.get(r.chosen, int(choices[j]))
-                    quoting, held = None, False
-                    if r.quote is not None:
-                        choice = r.quote.choose(token, logits[j], sample, r.prescribed.get(r.chosen))
-                        token, quoting, held = choice.token, choice.quoting, choice.held
-                        if choice.taken_back:
-                            for written in (r.cached, r.sampled, r.turn):
-                                del written[len(written) - choice.taken_back :]
-                            attention[j, attention.shape[1] - choice.taken_back :] = 0
-                    if doubts and held and r.quote.citing:  # which passage to cite is the model's choice
-                        if others := r.quote.alternatives(token, quoting, probs[j]):
-                            gap = float(probs[j, token] - probs[j, others[0]])
-                            r.doubts.append(Doubt(gap, r.chosen, others, len(r.turns), len(r.turn)))
-                    # a doubt is a free greedy choice: a held quote's token is the quote's, whatever is chosen
-                    if doubts and not quoting and token == int(top.indices[j, 0]):
-                        gap = float(top.values[j, 0] - top.values[j, 1])
-                        alternatives = zip(
-                            top.values[j, 1:].tolist(), top.indices[j, 1:].tolist(), strict=True
-                        )
-                        if others := tuple(v for p, v in alternatives if p >= UNLIKELY):
-                            r.doubts.append(Doubt(gap, r.chosen, others, len(r.turns), len(r.turn)))
-                    r.chosen += 1
-                step[j, 0], live[j, 0] = token, 1
-                r.cached.append(token)
-                r.sampled.append(not forced)
-                if not forced:
-                    r.turn.append(token)
-                    if r.quote is not None:
-                        r.quote.observe(token)
-                    if on_token is not None and on_token(i, token):
-                        self._finish(r, "stopped")
-                    elif token in self.end_ids:
-                        self._end_turn(i, r, search, cfg)
-                if not r.done and len(r.sampled) >= cfg.max_new_tokens:
-                    self._finish(r, "max_new_tokens")
-                if not r.done and len(r.cached) + len(r.forced) >= self.context:
-                    self._finish(r, "context")
-                if r.done and on_done is not None:
-                    on_done(i, _output(r))
+            if (width := _forced_run([rows[i] for i in batch], cfg)) > 1:
+                step, live = self._feed_forced(batch, rows, width, cfg, on_done)
+            else:
+                step, live = self._choose(
+                    batch, rows, logits, attention, sample, search, cfg, on_token, doubts, on_done
+                )
             keep = [j for j, i in enumerate(batch) if not rows[i].done]
             # A cache with layers that cannot take rows (sliding windows) takes new ones only once empty.
             admitting = admit is not None and (not keep or joinable(cache))
@@ -255,7 +209,9 @@ class Engine:
             if admit is not None and joinable(cache):  # a batch rows join never empties: keep it narrow
                 attention = trim_padding(cache, attention)
             attention = torch.cat([attention, live], dim=1)
-            positions = torch.tensor([[len(rows[i].cached) - 1] for i in batch])
+            width = step.shape[1]
+            ends = [len(rows[i].cached) for i in batch]  # a row that is done stays put (and masked)
+            positions = torch.tensor([[max(0, end - width + t) for t in range(width)] for end in ends])
             logits = self._forward(step, attention, positions, cache, device)
             if joining:  # prefilled apart, then their cache rows join the batch's, left-padded to one width
                 joined, joined_attention, joined_logits = self._prefill(joining, device)
@@ -265,6 +221,85 @@ class Engine:
                 batch += range(len(rows), len(rows) + len(joining))
                 rows += joining
         return [_output(r) for r in rows]
+
+    def _feed_forced(self, batch, rows, width, cfg, on_done) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row still going has `width` forced tokens next (a tool turn; a lone row's, typically, as
+        in `cogcore chat`): they go into the cache in one forward rather than one a step, which is most of
+        what a search cost a chat answer (BENCHMARKS.md, "A tool turn in one forward"). The step's ids and
+        its attention columns."""
+        step = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        live = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, i in enumerate(batch):
+            r = rows[i]
+            if r.done:
+                continue
+            tokens = [r.forced.popleft() for _ in range(width)]
+            step[j], live[j] = torch.tensor(tokens), 1
+            r.cached += tokens
+            r.sampled += [False] * width
+            self._check_limits(i, r, cfg, on_done)
+        return step, live
+
+    def _choose(
+        self, batch, rows, logits, attention, sample, search, cfg, on_token, doubts, on_done
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row: its forced one, or the model's choice (held to a quote, a prescribed one,
+        doubts recorded); a turn that ends runs its calls. The step's ids and its attention column."""
+        step = torch.full((len(batch), 1), self.pad_id, dtype=torch.long)
+        live = torch.zeros((len(batch), 1), dtype=torch.long)
+        choices = sample(logits)
+        probs = logits.softmax(-1) if doubts else None
+        top = probs.topk(1 + ALTERNATIVES, dim=-1) if doubts else None
+        for j, i in enumerate(batch):
+            r = rows[i]
+            if r.done:
+                continue
+            forced = bool(r.forced)
+            if forced:
+                token = r.forced.popleft()
+            else:
+                token = r.prescribed.get(r.chosen, int(choices[j]))
+                quoting, held = None, False
+                if r.quote is not None:
+                    choice = r.quote.choose(token, logits[j], sample, r.prescribed.get(r.chosen))
+                    token, quoting, held = choice.token, choice.quoting, choice.held
+                    if choice.taken_back:
+                        for written in (r.cached, r.sampled, r.turn):
+                            del written[len(written) - choice.taken_back :]
+                        attention[j, attention.shape[1] - choice.taken_back :] = 0
+                if doubts and held and r.quote.citing:  # which passage to cite is the model's choice
+                    if others := r.quote.alternatives(token, quoting, probs[j]):
+                        gap = float(probs[j, token] - probs[j, others[0]])
+                        r.doubts.append(Doubt(gap, r.chosen, others, len(r.turns), len(r.turn)))
+                # a doubt is a free greedy choice: a held quote's token is the quote's, whatever is chosen
+                if doubts and not quoting and token == int(top.indices[j, 0]):
+                    gap = float(top.values[j, 0] - top.values[j, 1])
+                    alternatives = zip(top.values[j, 1:].tolist(), top.indices[j, 1:].tolist(), strict=True)
+                    if others := tuple(v for p, v in alternatives if p >= UNLIKELY):
+                        r.doubts.append(Doubt(gap, r.chosen, others, len(r.turns), len(r.turn)))
+                r.chosen += 1
+            step[j, 0], live[j, 0] = token, 1
+            r.cached.append(token)
+            r.sampled.append(not forced)
+            if not forced:
+                r.turn.append(token)
+                if r.quote is not None:
+                    r.quote.observe(token)
+                if on_token is not None and on_token(i, token):
+                    self._finish(r, "stopped")
+                elif token in self.end_ids:
+                    self._end_turn(i, r, search, cfg)
+            self._check_limits(i, r, cfg, on_done)
+        return step, live
+
+    def _check_limits(self, i: int, r: Row, cfg: GenerationConfig, on_done: DoneFn | None) -> None:
+        """Finish the row at its token budget or the context's end; report it once done."""
+        if not r.done and len(r.sampled) >= cfg.max_new_tokens:
+            self._finish(r, "max_new_tokens")
+        if not r.done and len(r.cached) + len(r.forced) >= self.context:
+            self._finish(r, "context")
+        if r.done and on_done is not None:
+            on_done(i, _output(r))
 
     def _prefill(self, rows: list[Row], device) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
         """A new cache holding `rows`' prompts, left-padded so that every row's next token sits in the last
@@ -355,6 +390,13 @@ class Engine:
             text = self.tokenizer.decode(r.turn, skip_special_tokens=False)
             r.messages.append({"role": "assistant", "content": self.parse(text)[0]})
         r.done, r.stop, r.forced, r.turn = True, why, deque(), []
+
+
+def _forced_run(rows: list[Row], cfg: GenerationConfig) -> int:
+    """How many forced tokens every row still going takes next, none of them crossing the token budget: 0
+    as soon as one of them has its own choice to make."""
+    going = [r for r in rows if not r.done]
+    return min((min(len(r.forced), cfg.max_new_tokens - len(r.sampled)) for r in going), default=0)
 
 
 def _output(r: Row) -> dict:

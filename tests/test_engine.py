@@ -139,6 +139,39 @@ def test_tool_loop(tokenizer):
         assert history == out["tokens"][: len(history)] and len(out["tokens"]) - len(history) <= 1
 
 
+def test_a_lone_rows_tool_turn_goes_in_as_one_forward(tokenizer):
+    """With nothing else to choose in the batch (one conversation, as in `cogcore chat`), a tool turn's
+    tokens are fed in one forward, not one a step, and the row writes what it writes when a row beside it
+    keeps the batch at one token a step."""
+    scripts = [
+        [f'Look.{CALL}{{"query": "Ana born", "k": 2}}{END_CALL}', "She was born in Kelvar.\nAnswer: Kelvar"],
+        ["Let me think about this for a good while longer than the other row does.\nAnswer: unknown"],
+    ]
+
+    def search(row, query, k):
+        return [{"id": "p1", "title": "Ana", "text": "Ana was born in Kelvar. " * 3}][:k]
+
+    def run(n_rows):
+        model = ScriptedLM(tokenizer, scripts[:n_rows])
+        widths = []
+        model.register_forward_pre_hook(
+            lambda m, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True
+        )
+        cfg = GenerationConfig(max_new_tokens=400)
+        outs = generate(Engine(model, tokenizer), [conversation("Where was Ana born?")] * n_rows, search, cfg)
+        for out, history in zip(outs, model.history, strict=True):  # every token fed exactly once
+            assert history == out["tokens"][: len(history)] and len(out["tokens"]) - len(history) <= 1
+        return outs[0], widths
+
+    alone, widths = run(1)
+    beside, beside_widths = run(2)
+    forced = alone["sampled"].count(False)
+    assert forced > 20 and final_answer(alone["messages"][-1]["content"]) == "Kelvar"
+    assert widths[1:].count(forced) == 1 and len(widths) == len(alone["sampled"]) - forced + 1
+    assert max(beside_widths[1:]) == 1  # the other row was still writing: one token a step
+    assert alone["tokens"] == beside["tokens"] and alone["messages"] == beside["messages"]
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_quotes_of_returned_passages_are_verbatim_and_other_lines_free(tokenizer, temperature):
     """A model that begins a line with a returned passage's [id] and then slips is held to that passage's
@@ -207,7 +240,9 @@ def test_a_line_citing_what_it_may_not_is_written_again_without_a_citation(famil
     linked = answers(linked=True)
     assert linked["unreturned"] == linked["unlinked"] == instead and linked["chain"] == turns["chain"][0]
     streamed = answers(linked=False, on_token=lambda row, token: False)["unreturned"]
-    assert streamed.startswith(("[p1] Ana: Ana is tall.", "[p2] Bo: Bo works at Acme.", "[p3] Acme:"))
+    returned = ("[p1] Ana: Ana is tall.", "[p2] Bo: Bo works at Acme.", "[p3] Acme:")
+    # greedy, the citation is held to a returned id; sampled, the draw may take the model's other line
+    assert streamed.startswith(returned) or (temperature and streamed == instead)
 
 
 def test_parse_turn():
