@@ -4,7 +4,8 @@ The usual approach is what a script around transformers does: render the convers
 `model.generate` greedily until the assistant's turn ends, parse the call, run the search, append the tool
 turn, render the whole conversation again and `generate` again, until an answer. The engine instead keeps
 each row's KV cache across tool turns (the tool turn goes in as forced tokens) and runs the rows in one batch,
-as `cogcore eval` does (eval.batch_size: auto, all 64 at once for the demo student).
+as `cogcore eval` does (eval.batch_size: auto, all 64 at once for the demo student); it is also timed one
+conversation at a time, as `cogcore chat` runs it, which is the like-for-like match for HF's loop.
 
 Both answer the same held-out questions of a run with the same student, greedy, with no retries, quote holding
 or step checks (eval.generation with quotes, linked, steps off and retries 0: what is left is plain greedy
@@ -155,10 +156,13 @@ def rerenders(engine: Engine, output: dict) -> bool:
     return engine.encode(text)[: len(output["tokens"])] == output["tokens"]
 
 
-def same_trace(engine_out: dict, hf_out: dict) -> bool:
-    return (
-        engine_generated(engine_out) == hf_out["generated"] and engine_out["messages"] == hf_out["messages"]
-    )
+def generated(out: dict) -> list[int]:
+    """The token ids a system's output says the model chose: the engine's or the HF loop's."""
+    return engine_generated(out) if "tokens" in out else out["generated"]
+
+
+def same_trace(reference: dict, other: dict) -> bool:
+    return generated(reference) == generated(other) and reference["messages"] == other["messages"]
 
 
 class TimedSearch:
@@ -218,15 +222,16 @@ def main() -> None:
     conversations = [conversation(q) for q in questions]
     batch = batch_rows(ecfg.batch_size, model)
 
-    def cogcore_engine(s):
+    def cogcore_engine(s, size=batch):
         return [
             r
-            for b in range(0, len(conversations), batch)
-            for r in generate(engine, conversations[b : b + batch], _offset(s, b), gen)
+            for b in range(0, len(conversations), size)
+            for r in generate(engine, conversations[b : b + size], _offset(s, b), gen)
         ]
 
     systems = {
         f"cogcore engine (batch {batch}, KV cache kept)": cogcore_engine,
+        "cogcore engine, one conversation at a time": lambda s: cogcore_engine(s, 1),
         "HF generate, one conversation at a time": lambda s: hf_tool_loop(engine, conversations, s, gen),
     }
     if args.batched:
@@ -244,7 +249,7 @@ def main() -> None:
         for name, run in systems.items():
             out, seconds, searching = timed(run, search)
             outputs[name] = out
-            tokens = sum(len(engine_generated(o) if "tokens" in o else o["generated"]) for o in out)
+            tokens = sum(len(generated(o)) for o in out)
             timing = {
                 "seconds": seconds,
                 "search_seconds": searching,
