@@ -82,6 +82,8 @@ def main() -> None:
     capability = torch.backends.cpu.get_cpu_capability()
     print(f"{'bf16 autocast' if bf16 else 'fp32'}, torch CPU capability {capability}")
 
+    forward = torch.compile(model) if args.compile else model
+
     def step(i: int) -> None:
         batch = _batch(rows, list(range(per_step * i, per_step * (i + 1))), "cpu")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -91,7 +93,6 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    forward = torch.compile(model) if args.compile else model
     n_batches = len(rows) // per_step
     started = time.perf_counter()
     for i in range(3):

@@ -146,13 +146,14 @@ def main() -> None:
     one = timed_steps(*trainer(args.run_dir, args.traces, 2), lambda i: [2 * i, 2 * i + 1], args.steps)
     compute = f"{one['compute'] * 1e3:.1f}"
     print(f"| one process, 2 threads, 2 rows a step | {compute} | - | {tokens / one['wall']:,.0f} |")
-    for mode in args.modes:
-        results = mp.Manager().dict()
-        mp.spawn(worker, args=(mode, free_address(), args, results), nprocs=2)
-        compute = " / ".join(f"{results[r]['compute'] * 1e3:.1f}" for r in range(2))
-        wait = " / ".join(f"{results[r]['wait'] * 1e3:.1f}" for r in range(2))
-        wall = max(results[r]["wall"] for r in range(2))
-        print(f"| two processes, 1 thread, `{mode}` | {compute} | {wait} | {tokens / wall:,.0f} |")
+    with mp.Manager() as manager:  # one server process for every mode's results
+        for mode in args.modes:
+            results = manager.dict()
+            mp.spawn(worker, args=(mode, free_address(), args, results), nprocs=2)
+            compute = " / ".join(f"{results[r]['compute'] * 1e3:.1f}" for r in range(2))
+            wait = " / ".join(f"{results[r]['wait'] * 1e3:.1f}" for r in range(2))
+            wall = max(results[r]["wall"] for r in range(2))
+            print(f"| two processes, 1 thread, `{mode}` | {compute} | {wait} | {tokens / wall:,.0f} |")
 
 
 if __name__ == "__main__":

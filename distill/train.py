@@ -136,15 +136,17 @@ def compiled(model: torch.nn.Module, device: torch.device, main_process: bool = 
     "torch.compile held to AVX2 in all three"): an option for GPUs."""
     if device.type == "cpu":
         from torch._inductor import config as inductor
-        from torch._inductor.cpp_builder import cpp_compiler_search
+        from torch._inductor.cpp_builder import get_cpp_compiler
         from torch._inductor.exc import InvalidCxxCompiler
 
-        search = inductor.cpp.cxx if isinstance(inductor.cpp.cxx, (list, tuple)) else (inductor.cpp.cxx,)
         try:
-            cpp_compiler_search(tuple(search))
+            get_cpp_compiler()  # the compiler inductor itself would use, found the way it finds it
         except InvalidCxxCompiler:
             if main_process:
-                names = ", ".join(str(c) for c in search if c)
+                tried = (
+                    inductor.cpp.cxx if isinstance(inductor.cpp.cxx, (list, tuple)) else (inductor.cpp.cxx,)
+                )
+                names = ", ".join(str(c) for c in tried if c)
                 print(
                     f"distill: distill.compile=true, but no working C++ compiler ({names}) for torch.compile "
                     "on CPU: training without it (install g++ or set CXX to use it)"
